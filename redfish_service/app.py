@@ -1,0 +1,78 @@
+"""The application factory: wires the services together and manages their lifecycles."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
+
+from aiohttp import web
+
+from . import services
+from .config import Settings
+from .protocol import dispatch, middleware
+from .resources import accounts, managers, registries, service_root, sessions, tasks
+from .resources.bootstrap import bootstrap
+from .resources.kind import Kinds
+from .security.accounts import Accounts
+from .security.auth import authenticate
+from .security.sessions import Sessions
+from .store import Backend, SqliteBackend, Store
+
+log = logging.getLogger("redfish_service")
+
+STATE_FILE = "state.sqlite3"
+
+
+def product_version() -> str:
+    try:
+        return dist_version("redfish-composer")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def default_kinds() -> Kinds:
+    kinds = Kinds()
+    for module in (service_root, accounts, sessions, managers, tasks, registries):
+        for kind in module.KINDS:
+            kinds.add(kind)
+    return kinds
+
+
+def create_app(
+    settings: Settings,
+    *,
+    backend: Backend | None = None,
+    on_admin_password: Callable[[str], None] | None = None,
+) -> web.Application:
+    """Build the service. ``backend`` defaults to SQLite in the settings' state directory."""
+    app = web.Application(
+        middlewares=[middleware.errors, middleware.request_rules, authenticate],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[services.SETTINGS] = settings
+    app[services.KINDS] = default_kinds()
+    dispatch.setup_routes(app)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        store_backend = backend or SqliteBackend(settings.state_dir / STATE_FILE)
+        store = Store(store_backend)
+        await store.open()
+        app[services.STORE] = store
+        accounts_service = Accounts(store)
+        app[services.ACCOUNTS] = accounts_service
+        sessions_service = Sessions(store, accounts_service, settings.max_sessions)
+        app[services.SESSIONS] = sessions_service
+        generated = await bootstrap(store, settings, product_version())
+        if generated is not None and on_admin_password is not None:
+            on_admin_password(generated)
+        sessions_service.load()
+        sessions_service.start()
+        log.info("service ready", extra={"documents": len(store), "seq": store.seq})
+        yield
+        await sessions_service.stop()
+        await store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

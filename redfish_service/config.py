@@ -1,0 +1,90 @@
+"""Service configuration: one YAML file, then environment variables, then flags.
+
+Environment variables are ``REDFISH_COMPOSER_<FIELD>`` in upper case, e.g.
+``REDFISH_COMPOSER_ADMIN_PASSWORD`` or ``REDFISH_COMPOSER_PORT``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+ENV_PREFIX = "REDFISH_COMPOSER_"
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "redfish-composer"
+
+
+class AccountPolicy(BaseModel):
+    """Initial values of the AccountService policy (PATCHable afterwards, and kept)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_password_length: int = Field(8, ge=1, le=256)
+    max_password_length: int = Field(128, ge=1, le=1024)
+    lockout_threshold: int = Field(5, ge=0)
+    lockout_duration: int = Field(300, ge=0)
+    lockout_counter_reset_after: int = Field(300, ge=0)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bind: str = "127.0.0.1"
+    port: int = Field(8443, ge=0, le=65535)
+    state_dir: Path = Field(default_factory=default_state_dir)
+    insecure_http: bool = False
+    allow_insecure_remote: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    admin_password: SecretStr | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_sessions: int = Field(64, ge=1)
+    session_timeout: int = Field(1800, ge=30, le=86400)
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    accounts: AccountPolicy = Field(default_factory=AccountPolicy)
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.insecure_http else "https"
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported as one line."""
+
+
+def _env_overrides() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = os.environ.get(ENV_PREFIX + name.upper())
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def load_settings(config_file: Path | None, flags: dict[str, Any]) -> Settings:
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text())
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {config_file}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {config_file} is not valid YAML: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_file} must hold a mapping")
+        data.update(loaded or {})
+    data.update(_env_overrides())
+    data.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None

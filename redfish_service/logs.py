@@ -1,0 +1,59 @@
+"""Structured logs: one JSON object per line, never a secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from aiohttp.abc import AbstractAccessLogger
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_SECRET_KEYS = ("password", "token", "authorization", "secret")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key in _STANDARD or key.startswith("_"):
+                continue
+            if any(s in key.lower() for s in _SECRET_KEYS):
+                value = "******"
+            out[key] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request: method, path (no query string), status, time, user."""
+
+    def log(self, request, response, time_taken: float) -> None:
+        principal = request.get("principal")
+        self.logger.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "ms": round(time_taken * 1000, 2),
+                "user": principal.username if principal else None,
+                "remote": request.remote,
+            },
+        )

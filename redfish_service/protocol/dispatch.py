@@ -1,0 +1,312 @@
+"""The generic request handler: GET/HEAD, PATCH, POST (create or action), DELETE on any
+document of the store, with authorization, ETags and query options applied uniformly.
+Resource kinds supply only what differs per resource family.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .. import services
+from ..resources import uris
+from ..resources.context import Ctx
+from ..resources.kind import Kind, entity_of
+from ..security import privileges
+from ..security.auth import LOGIN_URIS, unauthorized
+from ..store import Entry
+from . import metadata, query
+from .errors import RedfishError, method_not_allowed, not_found
+from .fields import apply_patch
+from .render import describedby, json_response
+
+ALL_METHODS = ("GET", "HEAD", "PATCH", "POST", "PUT", "DELETE")
+
+
+def normalize(path: str) -> str:
+    if path in ("/redfish/v1", "/redfish/v1/"):
+        return uris.SERVICE_ROOT
+    return path.rstrip("/") if len(path) > 1 else path
+
+
+def context(request: web.Request) -> Ctx:
+    return Ctx(request.app, request.get("principal"), request.remote)
+
+
+# -- authorization ----------------------------------------------------------------------
+
+
+def _is_self(ctx: Ctx, uri: str, doc: dict[str, Any]) -> bool:
+    p = ctx.principal
+    if p is None:
+        return False
+    if uri == p.account_uri:
+        return True
+    if entity_of(doc) == "Session":
+        entry = ctx.store.get(uri)
+        return bool(entry and entry.private and entry.private.get("account") == p.account_uri)
+    return False
+
+
+def _password_change_allows(ctx: Ctx, method: str, uri: str) -> bool:
+    p = ctx.principal
+    assert p is not None
+    if uri == p.account_uri:
+        return method in ("GET", "HEAD", "PATCH")
+    if uri == p.session_uri:
+        return method in ("GET", "HEAD", "DELETE")
+    return method in ("GET", "HEAD") and uri == uris.SERVICE_ROOT
+
+
+def may(ctx: Ctx, method: str, uri: str, doc: dict[str, Any], patched=None) -> bool:
+    req = privileges.requirement(entity_of(doc), method, patched)
+    p = ctx.principal
+    if p is None:
+        return ["NoAuth"] in req
+    if p.password_change_required and not _password_change_allows(ctx, method, uri):
+        return False
+    return privileges.satisfied(req, p.privileges, is_self=_is_self(ctx, uri, doc))
+
+
+def authorize(ctx: Ctx, method: str, uri: str, doc: dict[str, Any], patched=None) -> None:
+    if may(ctx, method, uri, doc, patched):
+        return
+    p = ctx.principal
+    if p is None:
+        raise unauthorized()
+    if p.password_change_required:
+        raise RedfishError.of(403, "PasswordChangeRequired", p.account_uri)
+    raise RedfishError.of(403, "InsufficientPrivilege")
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _entry(ctx: Ctx, uri: str) -> Entry:
+    entry = ctx.store.get(uri)
+    if entry is None:
+        raise not_found(uri)
+    return entry
+
+
+def check_if_match(request: web.Request, entry: Entry) -> None:
+    header = request.headers.get("If-Match")
+    if header is None:
+        return
+    tags = [t.strip() for t in header.split(",")]
+    if "*" in tags or entry.etag in tags:
+        return
+    raise RedfishError.of(412, "PreconditionFailed")
+
+
+async def read_json(request: web.Request, *, required: bool) -> Any:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise RedfishError.of(413, "PayloadTooLarge") from None
+    if not raw.strip():
+        if required:
+            raise RedfishError.of(400, "MalformedJSON")
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise RedfishError.of(400, "MalformedJSON") from None
+
+
+def resource_headers(kind: Kind, entry: Entry, doc: dict[str, Any]) -> dict[str, str]:
+    headers = {"Allow": ", ".join(kind.allow(doc)), "ETag": entry.etag}
+    link = describedby(doc.get("@odata.type"))
+    if link:
+        headers["Link"] = link
+    return headers
+
+
+def representation(ctx: Ctx, uri: str) -> dict[str, Any] | None:
+    """The current view of a document (live where its kind makes one)."""
+    entry = ctx.store.get(uri)
+    if entry is None:
+        return None
+    live = ctx.kinds.of(entry.doc).render(entry, ctx)
+    return live if live is not None else entry.doc
+
+
+# -- methods ------------------------------------------------------------------------------
+
+
+def _query(request: web.Request) -> query.Query:
+    qs = request.query_string
+    if not qs:
+        return query.Query()
+    bare = {part for part in qs.split("&") if part and "=" not in part}
+    return query.parse(list(request.query.items()), bare=bare)
+
+
+async def do_get(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
+    entry = _entry(ctx, uri)
+    authorize(ctx, "GET", uri, entry.doc)
+    kind = ctx.kinds.of(entry.doc)
+    q = _query(request)
+    live = kind.render(entry, ctx)
+    headers = resource_headers(kind, entry, entry.doc)
+    if_none = request.headers.get("If-None-Match")
+    if if_none and entry.etag in [t.strip() for t in if_none.split(",")] and live is None:
+        return web.Response(status=304, headers=headers)
+    if q.empty and live is None:
+        return json_response(200, entry.body, headers)
+    doc = live if live is not None else entry.doc
+
+    def resolve(target: str) -> dict[str, Any] | None:
+        e = ctx.store.get(target)
+        if e is None or not may(ctx, "GET", target, e.doc):
+            return None
+        view = ctx.kinds.of(e.doc).render(e, ctx)
+        return view if view is not None else e.doc
+
+    if q.only and isinstance(doc.get("Members"), list):
+        if len(doc["Members"]) == 1:
+            return await do_get(request.clone(rel_url=doc["Members"][0]["@odata.id"]), ctx,
+                                doc["Members"][0]["@odata.id"])
+    if q.filter is not None or q.top is not None or q.skip is not None:
+        doc = query.page(doc, uri, q, resolve)
+    if q.expand:
+        doc = query.expand(doc, q.expand, q.levels, resolve)
+    if q.excerpt:
+        doc = query.select(doc, [[p] for p in getattr(kind, "excerpt", ("Id", "Name"))])
+    if q.select:
+        doc = query.select(doc, q.select)
+    if not q.empty:
+        headers.pop("ETag", None)
+    return json_response(200, doc, headers)
+
+
+async def do_patch(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
+    entry = _entry(ctx, uri)
+    kind = ctx.kinds.of(entry.doc)
+    if "PATCH" not in kind.allow(entry.doc):
+        authorize(ctx, "GET", uri, entry.doc)
+        raise method_not_allowed(kind.allow(entry.doc))
+    body = await read_json(request, required=True)
+    patched = body.keys() if isinstance(body, dict) else None
+    authorize(ctx, "PATCH", uri, entry.doc, patched)
+    messages: list[dict] = []
+    async with ctx.store.transaction(ctx.actor) as tx:
+        current = ctx.store.get(uri)
+        if current is None:
+            raise not_found(uri)
+        check_if_match(request, current)
+        result = apply_patch(kind.writable, body, tx.get(uri) or {})
+        messages += result.errors
+        messages += await kind.check_patch(ctx, tx, uri, current.doc, result.doc)
+        tx.put(uri, result.doc)
+        await kind.after_patch(ctx, tx, uri, current.doc, result.doc)
+    entry = _entry(ctx, uri)
+    doc = dict(representation(ctx, uri) or entry.doc)
+    if messages:
+        doc["@Message.ExtendedInfo"] = messages
+    return json_response(200, doc, resource_headers(kind, entry, doc))
+
+
+async def do_post(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
+    if "/Actions/" in uri:
+        return await do_action(request, ctx, uri)
+    if uri.endswith("/Members"):
+        parent = ctx.store.doc(uri[: -len("/Members")])
+        if parent is not None and isinstance(parent.get("Members"), list):
+            uri = uri[: -len("/Members")]
+    entry = _entry(ctx, uri)
+    kind = ctx.kinds.of(entry.doc)
+    if "POST" not in kind.allow(entry.doc):
+        if uri not in LOGIN_URIS:
+            authorize(ctx, "GET", uri, entry.doc)
+        raise method_not_allowed(kind.allow(entry.doc))
+    if uri not in LOGIN_URIS:
+        authorize(ctx, "POST", uri, entry.doc)
+    body = await read_json(request, required=True)
+    created = await kind.create(ctx, uri, body)
+    headers = {"Location": created.uri, **(created.headers or {})}
+    new = ctx.store.get(created.uri)
+    body_out = created.body
+    if body_out is None and new is not None:
+        body_out = representation(ctx, created.uri)
+        new_kind = ctx.kinds.of(new.doc)
+        headers.update(resource_headers(new_kind, new, new.doc))
+    return json_response(created.status, body_out, headers)
+
+
+async def do_action(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
+    target, _, action = uri.partition("/Actions/")
+    entry = _entry(ctx, target)
+    kind = ctx.kinds.of(entry.doc)
+    method_name = kind.actions.get(action)
+    if method_name is None:
+        authorize(ctx, "GET", target, entry.doc)
+        raise not_found(uri)
+    authorize(ctx, "POST", target, entry.doc)
+    check_if_match(request, entry)
+    body = await read_json(request, required=False)
+    if not isinstance(body, dict):
+        raise RedfishError.of(400, "MalformedJSON")
+    result = await getattr(kind, method_name)(ctx, target, body)
+    return json_response(result.status, result.body, result.headers)
+
+
+async def do_delete(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
+    entry = _entry(ctx, uri)
+    kind = ctx.kinds.of(entry.doc)
+    if "DELETE" not in kind.allow(entry.doc):
+        authorize(ctx, "GET", uri, entry.doc)
+        raise method_not_allowed(kind.allow(entry.doc))
+    authorize(ctx, "DELETE", uri, entry.doc)
+    async with ctx.store.transaction(ctx.actor) as tx:
+        current = ctx.store.get(uri)
+        if current is None:
+            raise not_found(uri)
+        check_if_match(request, current)
+        await kind.delete(ctx, tx, uri)
+    return web.Response(status=204)
+
+
+_STATIC_ALLOW = "GET, HEAD"
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    path = normalize(request.path)
+    ctx = context(request)
+    method = request.method
+    if path in ("/redfish", uris.ODATA, uris.METADATA):
+        if method not in ("GET", "HEAD"):
+            raise method_not_allowed(["GET", "HEAD"])
+        headers = {"Allow": _STATIC_ALLOW}
+        if path == "/redfish":
+            return json_response(200, {"v1": uris.SERVICE_ROOT}, headers)
+        if path == uris.ODATA:
+            return json_response(200, metadata.service_document(ctx.store), headers)
+        return web.Response(
+            body=metadata.metadata_xml(ctx.store),
+            headers={"Content-Type": "application/xml;charset=utf-8", **headers},
+        )
+    if method in ("GET", "HEAD"):
+        return await do_get(request, ctx, path)
+    if method == "PATCH":
+        return await do_patch(request, ctx, path)
+    if method == "POST":
+        return await do_post(request, ctx, path)
+    if method == "DELETE":
+        return await do_delete(request, ctx, path)
+    # PUT and unknown methods: 405 with what the resource does allow.
+    entry = ctx.store.get(path)
+    if entry is None:
+        raise not_found(path)
+    authorize(ctx, "GET", path, entry.doc)
+    raise method_not_allowed(ctx.kinds.of(entry.doc).allow(entry.doc))
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_route("*", "/redfish", handle)
+    app.router.add_route("*", "/redfish/{tail:.*}", handle)
+
+
+__all__ = ["handle", "services", "setup_routes"]

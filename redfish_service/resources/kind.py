@@ -1,0 +1,103 @@
+"""Resource kinds: what each resource family allows beyond the generic GET.
+
+A kind is keyed by the entity name of ``@odata.type`` (``#ManagerAccount.v1_14_1.
+ManagerAccount`` → ``ManagerAccount``). It declares its writable properties, whether its
+instances may be deleted, whether it (a collection) accepts POST, and its actions. The
+generic handlers in :mod:`redfish_service.protocol.dispatch` do the rest. Documents of a
+type no kind claims (mockups, for instance) are read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.errors import RedfishError
+from ..protocol.fields import Field
+
+if TYPE_CHECKING:
+    from ..store import Entry, Transaction
+    from .context import Ctx
+
+
+def entity_of(doc: dict[str, Any]) -> str:
+    odata_type = doc.get("@odata.type", "")
+    return odata_type.rsplit(".", 1)[-1] if odata_type else ""
+
+
+@dataclass
+class Created:
+    """What a collection POST produced: the new URI, and the status to answer."""
+
+    uri: str
+    status: int = 201
+    headers: dict[str, str] | None = None
+    body: dict[str, Any] | None = None  # defaults to the new resource's representation
+
+
+@dataclass
+class ActionResult:
+    status: int = 204
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
+
+
+ActionHandler = Callable[["Ctx", str, dict[str, Any]], Awaitable[ActionResult]]
+
+
+class Kind:
+    entity: str = ""
+    writable: dict[str, Field] = {}
+    deletable: bool = False
+    insertable: bool = False
+    # action name ("ComputerSystem.AddResourceBlock") -> method name on the kind
+    actions: dict[str, str] = {}
+
+    def allow(self, doc: dict[str, Any]) -> list[str]:
+        methods = ["GET", "HEAD"]
+        if self.insertable:
+            methods.append("POST")
+        if self.writable:
+            methods.append("PATCH")
+        if self.deletable:
+            methods.append("DELETE")
+        return methods
+
+    def render(self, entry: Entry, ctx: Ctx) -> dict[str, Any] | None:
+        """A live view of the document, or None to serve the stored bytes as they are."""
+        return None
+
+    async def check_patch(
+        self, ctx: Ctx, tx: Transaction, uri: str, old: dict[str, Any], new: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Semantic checks of a PATCH; raise RedfishError to refuse it whole, or return
+        extra messages for the response."""
+        return []
+
+    async def after_patch(
+        self, ctx: Ctx, tx: Transaction, uri: str, old: dict[str, Any], new: dict[str, Any]
+    ) -> None:
+        """Side effects of an accepted PATCH, in the same transaction."""
+
+    async def create(self, ctx: Ctx, collection_uri: str, body: Any) -> Created:
+        raise RedfishError.of(405, "OperationNotAllowed")
+
+    async def delete(self, ctx: Ctx, tx: Transaction, uri: str) -> None:
+        tx.delete(uri)
+
+
+class ReadOnly(Kind):
+    """The kind of documents no other kind claims."""
+
+
+class Kinds:
+    def __init__(self) -> None:
+        self._by_entity: dict[str, Kind] = {}
+        self._default = ReadOnly()
+
+    def add(self, kind: Kind) -> None:
+        self._by_entity[kind.entity] = kind
+
+    def of(self, doc: dict[str, Any]) -> Kind:
+        return self._by_entity.get(entity_of(doc), self._default)

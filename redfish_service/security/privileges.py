@@ -1,0 +1,132 @@
+"""Roles, privileges and the operation-to-privilege map (facts of the DMTF privilege
+registry 1.8.0) enforced on every request, and rendered as the service's PrivilegeRegistry.
+
+A requirement is a list of alternatives, each a list of privileges that must all be held:
+``[["ConfigureManager"], ["ConfigureSelf"]]`` means either privilege suffices.
+``ConfigureSelf`` counts only when the target is the caller's own account or session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+Requirement = list[list[str]]
+
+PRIVILEGES_USED = [
+    "Login",
+    "ConfigureManager",
+    "ConfigureUsers",
+    "ConfigureComponents",
+    "ConfigureSelf",
+]
+
+ROLES: dict[str, list[str]] = {
+    "Administrator": [
+        "Login",
+        "ConfigureManager",
+        "ConfigureUsers",
+        "ConfigureComponents",
+        "ConfigureSelf",
+    ],
+    "Operator": ["Login", "ConfigureComponents", "ConfigureSelf"],
+    "ReadOnly": ["Login", "ConfigureSelf"],
+}
+
+METHODS = ("GET", "HEAD", "PATCH", "PUT", "POST", "DELETE")
+
+
+def _map(read: Requirement, write: Requirement, **overrides: Requirement) -> dict[str, Requirement]:
+    out = {m: (read if m in ("GET", "HEAD") else write) for m in METHODS}
+    out.update(overrides)
+    return out
+
+
+_LOGIN: Requirement = [["Login"]]
+_MANAGER: Requirement = [["ConfigureManager"]]
+_USERS: Requirement = [["ConfigureUsers"]]
+_COMPONENTS: Requirement = [["ConfigureComponents"]]
+
+OPERATION_MAP: dict[str, dict[str, Requirement]] = {
+    "ServiceRoot": _map([["Login"], ["NoAuth"]], _MANAGER),
+    "AccountService": _map(_LOGIN, _USERS),
+    "ManagerAccountCollection": _map(_LOGIN, _USERS),
+    "ManagerAccount": _map(
+        [["ConfigureManager"], ["ConfigureUsers"], ["ConfigureSelf"]],
+        _USERS,
+        HEAD=_LOGIN,
+    ),
+    "RoleCollection": _map(_LOGIN, _MANAGER),
+    "Role": _map(_LOGIN, _MANAGER),
+    "PrivilegeRegistry": _map(_LOGIN, _MANAGER),
+    "SessionService": _map(_LOGIN, _MANAGER),
+    "SessionCollection": _map(_LOGIN, _MANAGER, POST=_LOGIN),
+    "Session": _map(
+        [["ConfigureManager"], ["ConfigureSelf"]],
+        _MANAGER,
+        DELETE=[["ConfigureManager"], ["ConfigureSelf"]],
+    ),
+    "ManagerCollection": _map(_LOGIN, _MANAGER),
+    "Manager": _map(_LOGIN, _MANAGER),
+    "ManagerNetworkProtocol": _map(_LOGIN, _MANAGER),
+    "TaskService": _map(_LOGIN, _MANAGER),
+    "TaskCollection": _map(_LOGIN, _MANAGER),
+    "Task": _map(_LOGIN, _MANAGER),
+    "MessageRegistryFileCollection": _map(_LOGIN, _MANAGER),
+    "MessageRegistryFile": _map(_LOGIN, _MANAGER),
+    "JsonSchemaFileCollection": _map(_LOGIN, _MANAGER),
+    "JsonSchemaFile": _map(_LOGIN, _MANAGER),
+    "EventService": _map(_LOGIN, _MANAGER),
+    "EventDestinationCollection": _map(_LOGIN, [["ConfigureManager"], ["ConfigureComponents"]]),
+    "EventDestination": _map(_LOGIN, [["ConfigureManager"], ["ConfigureSelf"]]),
+    "ComputerSystemCollection": _map(_LOGIN, _COMPONENTS),
+    "ChassisCollection": _map(_LOGIN, _COMPONENTS),
+}
+
+# Property overrides: a PATCH that touches only these properties may use this requirement.
+PROPERTY_OVERRIDES: dict[str, tuple[frozenset[str], Requirement]] = {
+    "ManagerAccount": (frozenset({"Password"}), [["ConfigureUsers"], ["ConfigureSelf"]]),
+}
+
+# Everything else (composition, fabrics, devices, mockup resources): the registry's
+# default for components.
+DEFAULT_MAP = _map(_LOGIN, _COMPONENTS)
+
+
+def requirement(entity: str, method: str, patched: Iterable[str] | None = None) -> Requirement:
+    ops = OPERATION_MAP.get(entity, DEFAULT_MAP)
+    req = ops.get(method, ops["POST"])
+    if method == "PATCH" and patched is not None and entity in PROPERTY_OVERRIDES:
+        props, override = PROPERTY_OVERRIDES[entity]
+        keys = {k for k in patched if not k.startswith("@")}
+        if keys and keys <= props:
+            return override
+    return req
+
+
+def satisfied(req: Requirement, held: Iterable[str], *, is_self: bool) -> bool:
+    held_set = set(held)
+    if not is_self:
+        held_set.discard("ConfigureSelf")
+    return any(all(p in held_set for p in alternative) for alternative in req)
+
+
+def registry_mappings() -> list[dict]:
+    """The Mappings array of the PrivilegeRegistry resource, from the tables above."""
+    mappings = []
+    for entity, ops in OPERATION_MAP.items():
+        mapping: dict = {
+            "Entity": entity,
+            "OperationMap": {
+                method: [{"Privilege": alt} for alt in req] for method, req in ops.items()
+            },
+        }
+        if entity in PROPERTY_OVERRIDES:
+            props, req = PROPERTY_OVERRIDES[entity]
+            mapping["PropertyOverrides"] = [
+                {
+                    "Targets": sorted(props),
+                    "OperationMap": {"PATCH": [{"Privilege": alt} for alt in req]},
+                }
+            ]
+        mappings.append(mapping)
+    return mappings

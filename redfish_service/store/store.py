@@ -1,0 +1,305 @@
+"""The resource tree: JSON documents keyed by ``@odata.id``, changed only in transactions.
+
+* Reads are from memory and never wait (``get``, ``doc``, ``members``).
+* Writes go through ``async with store.transaction(actor) as tx``: the transaction stages
+  its changes (reading its own writes), and on a clean exit persists them durably through
+  the backend, then applies them in memory, then tells subscribers. An exception inside the
+  block discards everything.
+* Every change gets the next sequence number; a document's revision is the sequence number
+  of the change that last touched it, so its strong ETag survives restarts.
+* Creating a document under a collection document (one with ``Members``) adds the member
+  reference; deleting removes it and the whole subtree below the deleted URI.
+* Each document may carry *private* data (password hashes, token digests) that is persisted
+  with it but never served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from .backend import Backend, MemoryBackend, StoredDocument
+
+Op = Literal["create", "update", "delete"]
+
+
+def deep_copy(value: Any) -> Any:
+    return orjson.loads(orjson.dumps(value))
+
+
+@dataclass(slots=True)
+class Entry:
+    doc: dict[str, Any]
+    revision: int
+    private: dict[str, Any] | None = None
+    _bytes: bytes | None = field(default=None, repr=False)
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.revision}"'
+
+    @property
+    def body(self) -> bytes:
+        """The serialized document, computed once per revision."""
+        if self._bytes is None:
+            self._bytes = orjson.dumps(self.doc)
+        return self._bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    seq: int
+    uri: str
+    op: Op
+    actor: str | None
+    time: float
+    odata_type: str | None
+    properties: tuple[str, ...] = ()  # top-level properties an update changed
+
+
+Subscriber = Callable[[list[Change]], None]
+
+
+class StoreError(Exception):
+    """A programming error in a transaction (create over an existing URI, ...)."""
+
+
+class Transaction:
+    def __init__(self, store: Store, actor: str | None) -> None:
+        self._store = store
+        self.actor = actor
+        # uri -> (doc or None for deleted, private or None)
+        self._staged: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}
+        self._order: list[str] = []
+
+    # -- reads (see own writes) -------------------------------------------------------
+    def get(self, uri: str) -> dict[str, Any] | None:
+        """A private copy of the document as this transaction sees it."""
+        if uri in self._staged:
+            doc = self._staged[uri][0]
+            return deep_copy(doc) if doc is not None else None
+        entry = self._store.get(uri)
+        return deep_copy(entry.doc) if entry else None
+
+    def private(self, uri: str) -> dict[str, Any] | None:
+        if uri in self._staged:
+            priv = self._staged[uri][1]
+            return deep_copy(priv) if priv is not None else None
+        entry = self._store.get(uri)
+        return deep_copy(entry.private) if entry and entry.private is not None else None
+
+    def exists(self, uri: str) -> bool:
+        if uri in self._staged:
+            return self._staged[uri][0] is not None
+        return self._store.get(uri) is not None
+
+    # -- writes -----------------------------------------------------------------------
+    def _stage(self, uri: str, doc: dict[str, Any] | None, private: dict[str, Any] | None) -> None:
+        if uri not in self._staged:
+            self._order.append(uri)
+        self._staged[uri] = (doc, private)
+
+    def create(
+        self, uri: str, doc: dict[str, Any], private: dict[str, Any] | None = None
+    ) -> None:
+        if self.exists(uri):
+            raise StoreError(f"{uri} exists")
+        if doc.get("@odata.id") != uri:
+            raise StoreError(f"document @odata.id {doc.get('@odata.id')!r} is not {uri}")
+        self._stage(uri, deep_copy(doc), deep_copy(private) if private is not None else None)
+        parent_uri = uri.rsplit("/", 1)[0]
+        parent = self.get(parent_uri)
+        if parent is not None and isinstance(parent.get("Members"), list):
+            parent["Members"].append({"@odata.id": uri})
+            parent["Members@odata.count"] = len(parent["Members"])
+            self._stage(parent_uri, parent, self.private(parent_uri))
+
+    def put(self, uri: str, doc: dict[str, Any], private: dict[str, Any] | None = None) -> None:
+        """Replace (or create) a document; ``private`` None keeps the current private data."""
+        if not self.exists(uri):
+            self.create(uri, doc, private)
+            return
+        if private is None:
+            private = self.private(uri)
+        self._stage(uri, deep_copy(doc), deep_copy(private) if private is not None else None)
+
+    def update(self, uri: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Set top-level properties of an existing document; returns the new document."""
+        doc = self.get(uri)
+        if doc is None:
+            raise StoreError(f"{uri} does not exist")
+        doc.update(deep_copy(changes))
+        self.put(uri, doc)
+        return doc
+
+    def set_private(self, uri: str, private: dict[str, Any]) -> None:
+        doc = self.get(uri)
+        if doc is None:
+            raise StoreError(f"{uri} does not exist")
+        self._stage(uri, doc, deep_copy(private))
+
+    def delete(self, uri: str) -> None:
+        if not self.exists(uri):
+            raise StoreError(f"{uri} does not exist")
+        prefix = uri + "/"
+        below = [u for u in self._store.uris_under(prefix)]
+        below += [u for u in self._staged if u.startswith(prefix)]
+        for child in sorted(set(below), key=len, reverse=True):
+            if self.exists(child):
+                self._stage(child, None, None)
+        self._stage(uri, None, None)
+        parent_uri = uri.rsplit("/", 1)[0]
+        parent = self.get(parent_uri)
+        if parent is not None and isinstance(parent.get("Members"), list):
+            parent["Members"] = [m for m in parent["Members"] if m.get("@odata.id") != uri]
+            parent["Members@odata.count"] = len(parent["Members"])
+            self._stage(parent_uri, parent, self.private(parent_uri))
+
+    # -- commit -----------------------------------------------------------------------
+    def _diff(self) -> list[tuple[str, Op, dict | None, dict | None, tuple[str, ...]]]:
+        out = []
+        for uri in self._order:
+            doc, private = self._staged[uri]
+            before = self._store.get(uri)
+            if doc is None:
+                if before is not None:
+                    out.append((uri, "delete", None, None, ()))
+                continue
+            if before is None:
+                out.append((uri, "create", doc, private, ()))
+                continue
+            if doc == before.doc and private == before.private:
+                continue
+            keys = set(doc) | set(before.doc)
+            changed = tuple(sorted(k for k in keys if doc.get(k) != before.doc.get(k)))
+            out.append((uri, "update", doc, private, changed))
+        return out
+
+
+class Store:
+    """Documents in memory, persisted through a :class:`Backend`."""
+
+    def __init__(self, backend: Backend | None = None, change_retention: int = 10_000) -> None:
+        self._backend = backend or MemoryBackend()
+        self._entries: dict[str, Entry] = {}
+        self._lock = asyncio.Lock()
+        self._subscribers: list[Subscriber] = []
+        self._recent: deque[Change] = deque(maxlen=change_retention)
+        self.seq = 0
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def open(self) -> None:
+        loaded, seq = await self._backend.load()
+        self._entries = {
+            d.uri: Entry(d.doc, d.revision, d.private) for d in loaded
+        }
+        self.seq = seq
+        self._recent.extend(await self._backend.recent_changes(self._recent.maxlen or 0))
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._backend.close()
+
+    # -- reads ------------------------------------------------------------------------
+    def get(self, uri: str) -> Entry | None:
+        return self._entries.get(uri)
+
+    def doc(self, uri: str) -> dict[str, Any] | None:
+        entry = self._entries.get(uri)
+        return entry.doc if entry else None
+
+    def __contains__(self, uri: str) -> bool:
+        return uri in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def uris(self) -> Iterator[str]:
+        return iter(list(self._entries))
+
+    def uris_under(self, prefix: str) -> list[str]:
+        return [u for u in self._entries if u.startswith(prefix)]
+
+    def members(self, collection_uri: str) -> list[str]:
+        doc = self.doc(collection_uri)
+        if not doc:
+            return []
+        return [m["@odata.id"] for m in doc.get("Members", []) if "@odata.id" in m]
+
+    def changes_since(self, seq: int) -> list[Change] | None:
+        """Changes after ``seq`` from the retained window; None if ``seq`` is too old."""
+        if seq >= self.seq:
+            return []
+        if not self._recent or self._recent[0].seq > seq + 1:
+            return None
+        return [c for c in self._recent if c.seq > seq]
+
+    # -- writes -----------------------------------------------------------------------
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        self._subscribers.append(subscriber)
+        return lambda: self._subscribers.remove(subscriber)
+
+    def transaction(self, actor: str | None = None) -> _TransactionContext:
+        return _TransactionContext(self, actor)
+
+    async def _commit(self, tx: Transaction) -> list[Change]:
+        diff = tx._diff()
+        if not diff:
+            return []
+        now = time.time()
+        changes: list[Change] = []
+        stored: list[tuple[Change, StoredDocument | None]] = []
+        seq = self.seq
+        for uri, op, doc, private, props in diff:
+            seq += 1
+            before = self._entries.get(uri)
+            odata_type = (doc or (before.doc if before else {})).get("@odata.type")
+            change = Change(seq, uri, op, tx.actor, now, odata_type, props)
+            changes.append(change)
+            stored.append((change, StoredDocument(uri, doc, private, seq) if doc else None))
+        # Durable first: if this raises, memory is untouched and the caller sees the error.
+        await self._backend.write(stored)
+        self.seq = seq
+        for change, sd in stored:
+            if sd is None:
+                self._entries.pop(change.uri, None)
+            else:
+                self._entries[change.uri] = Entry(sd.doc, sd.revision, sd.private)
+        self._recent.extend(changes)
+        for subscriber in list(self._subscribers):
+            subscriber(changes)
+        return changes
+
+
+class _TransactionContext:
+    def __init__(self, store: Store, actor: str | None) -> None:
+        self._store = store
+        self._actor = actor
+        self._tx: Transaction | None = None
+        self.changes: list[Change] = []
+
+    async def __aenter__(self) -> Transaction:
+        await self._store._lock.acquire()
+        self._tx = Transaction(self._store, self._actor)
+        return self._tx
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or self._tx is None:
+            self._store._lock.release()
+            return
+        # The commit runs to its end even if the awaiting request is cancelled (a client
+        # that hangs up), so that disk and memory never disagree; it releases the lock.
+        commit = asyncio.ensure_future(self._commit_and_release(self._tx))
+        self.changes = await asyncio.shield(commit)
+
+    async def _commit_and_release(self, tx: Transaction) -> list[Change]:
+        try:
+            return await self._store._commit(tx)
+        finally:
+            self._store._lock.release()
