@@ -11,9 +11,19 @@ from aiohttp import web
 
 from . import services
 from .config import Settings
+from .drivers.contract import InventoryDriver
+from .drivers import registry as drivers
 from .protocol import dispatch, middleware
-from .resources import accounts, managers, registries, service_root, sessions, tasks
-from .resources.bootstrap import bootstrap
+from .resources import (
+    accounts,
+    inventory,
+    managers,
+    registries,
+    service_root,
+    sessions,
+    tasks,
+)
+from .resources.bootstrap import bootstrap, bootstrap_schema_files
 from .resources.kind import Kinds
 from .security.accounts import Accounts
 from .security.auth import authenticate
@@ -34,7 +44,7 @@ def product_version() -> str:
 
 def default_kinds() -> Kinds:
     kinds = Kinds()
-    for module in (service_root, accounts, sessions, managers, tasks, registries):
+    for module in (service_root, accounts, sessions, managers, tasks, registries, inventory):
         for kind in module.KINDS:
             kinds.add(kind)
     return kinds
@@ -45,6 +55,7 @@ def create_app(
     *,
     backend: Backend | None = None,
     on_admin_password: Callable[[str], None] | None = None,
+    driver: InventoryDriver | None = None,
 ) -> web.Application:
     """Build the service. ``backend`` defaults to SQLite in the settings' state directory."""
     app = web.Application(
@@ -67,6 +78,8 @@ def create_app(
         generated = await bootstrap(store, settings, product_version())
         if generated is not None and on_admin_password is not None:
             on_admin_password(generated)
+        await inventory.reconcile(store, await (driver or drivers.load("simulated")).discover())
+        await bootstrap_schema_files(store)
         sessions_service.load()
         sessions_service.start()
         log.info("service ready", extra={"documents": len(store), "seq": store.seq})

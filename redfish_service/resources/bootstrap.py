@@ -81,8 +81,12 @@ async def bootstrap(store: Store, settings: Settings, version: str) -> str | Non
                 password = generated = generate_password()
             doc = account_doc("1", "admin", "Administrator")
             tx.create(doc["@odata.id"], doc, {"password": hash_password(password)})
+    return generated
+
+
+async def bootstrap_schema_files(store: Store) -> None:
+    """A JsonSchemaFile for every type the store holds."""
     async with store.transaction("service") as tx:
         types = {(store.doc(u) or {}).get("@odata.type", "") for u in store.uris()}
         types.add("#JsonSchemaFile.v1_1_5.JsonSchemaFile")
         ensure_schema_files(tx, [t for t in types if t])
-    return generated

@@ -6,7 +6,8 @@
   the backend, then applies them in memory, then tells subscribers. An exception inside the
   block discards everything.
 * Every change gets the next sequence number; a document's revision is the sequence number
-  of the change that last touched it, so its strong ETag survives restarts.
+  of the change that last touched it, so its strong ETag survives restarts. The store writes
+  that ETag into the document as ``@odata.etag``.
 * Creating a document under a collection document (one with ``Members``) adds the member
   reference; deleting removes it and the whole subtree below the deleted URI.
 * Each document may carry *private* data (password hashes, token digests) that is persisted
@@ -27,6 +28,7 @@ import orjson
 from .backend import Backend, MemoryBackend, StoredDocument
 
 Op = Literal["create", "update", "delete"]
+ETAG = "@odata.etag"  # kept by the store in every document, equal to the ETag header
 
 
 def deep_copy(value: Any) -> Any:
@@ -174,10 +176,10 @@ class Transaction:
             if before is None:
                 out.append((uri, "create", doc, private, ()))
                 continue
-            if doc == before.doc and private == before.private:
-                continue
-            keys = set(doc) | set(before.doc)
+            keys = (set(doc) | set(before.doc)) - {ETAG}
             changed = tuple(sorted(k for k in keys if doc.get(k) != before.doc.get(k)))
+            if not changed and private == before.private:
+                continue
             out.append((uri, "update", doc, private, changed))
         return out
 
@@ -262,6 +264,8 @@ class Store:
             odata_type = (doc or (before.doc if before else {})).get("@odata.type")
             change = Change(seq, uri, op, tx.actor, now, odata_type, props)
             changes.append(change)
+            if doc is not None:
+                doc[ETAG] = f'"{seq}"'
             stored.append((change, StoredDocument(uri, doc, private, seq) if doc else None))
         # Durable first: if this raises, memory is untouched and the caller sees the error.
         await self._backend.write(stored)
