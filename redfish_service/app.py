@@ -11,8 +11,8 @@ from aiohttp import web
 
 from . import services
 from .config import Settings
-from .drivers.contract import InventoryDriver
 from .drivers import registry as drivers
+from .drivers.contract import InventoryDriver
 from .protocol import dispatch, middleware
 from .resources import (
     accounts,
