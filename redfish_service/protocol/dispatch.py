@@ -174,7 +174,7 @@ async def do_get(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
     if q.expand:
         doc = query.expand(doc, q.expand, q.levels, resolve)
     if q.excerpt:
-        doc = query.select(doc, [[p] for p in getattr(kind, "excerpt", ("Id", "Name"))])
+        doc = query.select(doc, [[p] for p in kind.excerpt])
     if q.select:
         doc = query.select(doc, q.select)
     if not q.empty:

@@ -51,6 +51,8 @@ class Kind:
     writable: dict[str, Field] = {}
     deletable: bool = False
     insertable: bool = False
+    # what ?excerpt keeps (besides the @odata annotations)
+    excerpt: tuple[str, ...] = ("Id", "Name")
     # action name ("ComputerSystem.AddResourceBlock") -> method name on the kind
     actions: dict[str, str] = {}
 
