@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -68,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(256)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def _fail(message: str) -> int:
     print(f"redfish-composer: error: {message}", file=sys.stderr)
     return 2
@@ -104,6 +118,14 @@ async def _serve(settings: Settings) -> int:
             ssl_context = server_context(cert, key)
         except (OSError, ValueError) as e:
             return _fail(f"cannot load TLS certificate {cert}: {e}")
+    # Bind before the application starts, so a busy port fails before anything (the
+    # first-start admin password, for one) is created.
+    try:
+        sock = _listen(settings.bind, settings.port)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            return _fail(f"port {settings.port} on {settings.bind} is already in use")
+        return _fail(f"cannot listen on {settings.bind}:{settings.port}: {e.strerror}")
     app = create_app(settings, on_admin_password=_print_admin_password)
     runner = web.AppRunner(
         app,
@@ -112,17 +134,10 @@ async def _serve(settings: Settings) -> int:
         handle_signals=False,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.bind, settings.port, ssl_context=ssl_context,
-                       reuse_address=True)
-    try:
-        await site.start()
-    except OSError as e:
-        await runner.cleanup()
-        if e.errno == errno.EADDRINUSE:
-            return _fail(f"port {settings.port} on {settings.bind} is already in use")
-        return _fail(f"cannot listen on {settings.bind}:{settings.port}: {e.strerror}")
-    for sock_name in (s.getsockname() for s in site._server.sockets):  # type: ignore[union-attr]
-        log.info("listening", extra={"url": f"{settings.scheme}://{sock_name[0]}:{sock_name[1]}"})
+    site = web.SockSite(runner, sock, ssl_context=ssl_context)
+    await site.start()
+    host, port = sock.getsockname()[:2]
+    log.info("listening", extra={"url": f"{settings.scheme}://{host}:{port}"})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

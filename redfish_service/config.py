@@ -76,7 +76,12 @@ def load_settings(config_file: Path | None, flags: dict[str, Any]) -> Settings:
         except OSError as e:
             raise ConfigError(f"cannot read config file {config_file}: {e.strerror}") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {config_file} is not valid YAML: {e}") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or "syntax error"
+            raise ConfigError(
+                f"config file {config_file} is not valid YAML{where}: {problem}"
+            ) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {config_file} must hold a mapping")
         data.update(loaded or {})

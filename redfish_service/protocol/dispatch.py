@@ -96,7 +96,8 @@ def check_if_match(request: web.Request, entry: Entry) -> None:
     if header is None:
         return
     tags = [t.strip() for t in header.split(",")]
-    if "*" in tags or entry.etag in tags:
+    # A live-rendered document is served with the weak form of its revision ETag.
+    if "*" in tags or entry.etag in tags or f"W/{entry.etag}" in tags:
         return
     raise RedfishError.of(412, "PreconditionFailed")
 
@@ -124,13 +125,18 @@ def resource_headers(kind: Kind, entry: Entry, doc: dict[str, Any]) -> dict[str,
     return headers
 
 
-def representation(ctx: Ctx, uri: str) -> dict[str, Any] | None:
-    """The current view of a document (live where its kind makes one)."""
+def representation(ctx: Ctx, uri: str) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """The current view of a document (live where its kind makes one) and its headers."""
     entry = ctx.store.get(uri)
     if entry is None:
         return None
-    live = ctx.kinds.of(entry.doc).render(entry, ctx)
-    return live if live is not None else entry.doc
+    kind = ctx.kinds.of(entry.doc)
+    headers = resource_headers(kind, entry, entry.doc)
+    live = kind.render(entry, ctx)
+    if live is None:
+        return dict(entry.doc), headers
+    headers["ETag"] = live["@odata.etag"] = f"W/{entry.etag}"
+    return live, headers
 
 
 # -- methods ------------------------------------------------------------------------------
@@ -151,6 +157,9 @@ async def do_get(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
     q = _query(request)
     live = kind.render(entry, ctx)
     headers = resource_headers(kind, entry, entry.doc)
+    if live is not None:
+        # Live properties (a clock) change the body between revisions: a weak validator.
+        headers["ETag"] = live["@odata.etag"] = f"W/{entry.etag}"
     if_none = request.headers.get("If-None-Match")
     if if_none and entry.etag in [t.strip() for t in if_none.split(",")] and live is None:
         return web.Response(status=304, headers=headers)
@@ -202,11 +211,13 @@ async def do_patch(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
         messages += await kind.check_patch(ctx, tx, uri, current.doc, result.doc)
         tx.put(uri, result.doc)
         await kind.after_patch(ctx, tx, uri, current.doc, result.doc)
-    entry = _entry(ctx, uri)
-    doc = dict(representation(ctx, uri) or entry.doc)
+    view = representation(ctx, uri)
+    if view is None:
+        raise not_found(uri)
+    doc, headers = view
     if messages:
         doc["@Message.ExtendedInfo"] = messages
-    return json_response(200, doc, resource_headers(kind, entry, doc))
+    return json_response(200, doc, headers)
 
 
 async def do_post(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
@@ -227,12 +238,12 @@ async def do_post(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
     body = await read_json(request, required=True)
     created = await kind.create(ctx, uri, body)
     headers = {"Location": created.uri, **(created.headers or {})}
-    new = ctx.store.get(created.uri)
     body_out = created.body
-    if body_out is None and new is not None:
-        body_out = representation(ctx, created.uri)
-        new_kind = ctx.kinds.of(new.doc)
-        headers.update(resource_headers(new_kind, new, new.doc))
+    view = representation(ctx, created.uri)
+    if view is not None:
+        if body_out is None:
+            body_out = view[0]
+        headers.update(view[1])
     return json_response(created.status, body_out, headers)
 
 

@@ -73,7 +73,9 @@ def _compare(op: str, left: Any, right: Any) -> bool:
     if left is _MISSING:
         return False
     if op in ("eq", "ne"):
-        return _OPS[op](left, right)
+        # Strongly typed, as OData is: true is not 1.
+        same = isinstance(left, bool) == isinstance(right, bool) and left == right
+        return same if op == "eq" else not same
     if left is None or right is None:
         return False
     if isinstance(left, bool) != isinstance(right, bool):

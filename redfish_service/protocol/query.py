@@ -188,7 +188,7 @@ def page(
     start = q.skip or 0
     end = total if q.top is None else start + q.top
     out["Members"] = members[start:end]
-    if end < total:
+    if end < total and q.top != 0:  # $top=0 asks for no members, not for pages of none
         params = {k: v for k, v in q.raw.items() if k not in ("$skip", "$top")}
         params["$skip"] = str(end)
         if q.top is not None:

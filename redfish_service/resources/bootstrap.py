@@ -48,8 +48,7 @@ def _create_missing(tx: Transaction, doc: dict[str, Any]) -> None:
 
 
 def _refresh(tx: Transaction, doc: dict[str, Any]) -> None:
-    if tx.get(doc["@odata.id"]) != doc:
-        tx.put(doc["@odata.id"], doc)
+    tx.put(doc["@odata.id"], doc)  # the store records nothing when nothing changed
 
 
 async def bootstrap(store: Store, settings: Settings, version: str) -> str | None:
@@ -67,7 +66,11 @@ async def bootstrap(store: Store, settings: Settings, version: str) -> str | Non
         for role_id, assigned in privileges.ROLES.items():
             _refresh(tx, role_doc(role_id, assigned))
         _refresh(tx, privilege_map_doc())
-        _refresh(tx, manager_doc(service_uuid, version))
+        manager = manager_doc(service_uuid, version)
+        current = tx.get(uris.MANAGER)
+        if current is not None and "Links" in current:
+            manager["Links"] = current["Links"]  # kept by the inventory reconciliation
+        _refresh(tx, manager)
         protocol = network_protocol_doc(settings)
         current = tx.get(uris.NETWORK_PROTOCOL)
         if current is not None:

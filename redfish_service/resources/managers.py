@@ -36,7 +36,6 @@ def manager_doc(service_uuid: str, version: str) -> dict[str, Any]:
         "ServiceEntryPointUUID": service_uuid,
         "PowerState": "On",
         "Status": {"State": "Enabled", "Health": "OK"},
-        "DateTime": now_iso(),
         "DateTimeLocalOffset": "+00:00",
         "NetworkProtocol": {"@odata.id": uris.NETWORK_PROTOCOL},
     }

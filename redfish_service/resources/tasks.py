@@ -26,7 +26,6 @@ def task_service_doc() -> dict[str, Any]:
         "LifeCycleEventOnTaskStateChange": True,
         "TaskAutoDeleteTimeoutMinutes": 60,
         "TaskMonitorAutoExpirySeconds": 600,
-        "DateTime": now_iso(),
         "Tasks": {"@odata.id": uris.TASKS},
     }
 
