@@ -671,10 +671,11 @@ def run(cfg: Config, parsers: list[str], res: Results) -> None:
                 rows["parser_class"] = parser_class(service_env(mode))
                 verdicts(rows, res.baseline["rps"])
                 res.modes[mode] = rows
-        except BenchError:
+        except (BenchError, aiohttp.ClientError, OSError):
             for s in servers:
-                if s.proc.poll() is not None and s.proc.returncode not in (0, -signal.SIGTERM):
-                    print(f"--- {s.name} log ---\n{s.log_tail()}", file=sys.stderr)
+                state_ = "running" if s.proc.poll() is None else f"exit {s.proc.returncode}"
+                print(f"--- {s.name} (pid {s.proc.pid}, {state_}), end of its log ---\n"
+                      f"{s.log_tail()}", file=sys.stderr)
             raise
         finally:
             for s in reversed(servers):
@@ -756,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         run(cfg, parsers, res)
-    except BenchError as e:
+    except (BenchError, aiohttp.ClientError, OSError) as e:
         print(f"bench_get: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from . import services
 from .config import Settings
 from .drivers import registry as drivers
 from .drivers.contract import InventoryDriver
-from .protocol import dispatch, middleware
+from .protocol import dispatch, middleware, wire
 from .resources import (
     accounts,
     inventory,
@@ -58,6 +58,7 @@ def create_app(
     driver: InventoryDriver | None = None,
 ) -> web.Application:
     """Build the service. ``backend`` defaults to SQLite in the settings' state directory."""
+    wire.accept_any_method()
     app = web.Application(
         middlewares=[middleware.errors, middleware.request_rules, authenticate],
         client_max_size=settings.max_body_bytes,

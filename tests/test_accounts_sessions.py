@@ -812,3 +812,35 @@ async def test_session_context_and_representation(client, admin):
     resp = await client.post(SESSIONS, json={"UserName": "admin", "Password": ADMIN_PASSWORD,
                                              "Context": "x" * 300})
     await expect_error(resp, 400, "StringValueTooLong")
+
+
+async def test_concurrent_creates_of_one_username(client, admin):
+    body = {"UserName": "racer", "Password": USER_PASSWORD, "RoleId": "ReadOnly"}
+    resps = await asyncio.gather(*(client.post(ACCOUNTS, json=body, headers=admin)
+                                   for _ in range(4)))
+    statuses = sorted(r.status for r in resps)
+    assert statuses == [201, 409, 409, 409]
+    names = [m["UserName"] for m in (await get_json(client, ACCOUNTS + "?$expand=.", admin))
+             ["Members"]]
+    assert names.count("racer") == 1
+
+
+async def test_collection_etag_changes_with_members(client, admin, make_user):
+    _, etag = await snapshot(client, ACCOUNTS, admin)
+    _, uri = await make_user("member", "ReadOnly")
+    _, etag2 = await snapshot(client, ACCOUNTS, admin)
+    assert etag2 != etag
+    assert (await client.delete(uri, headers=admin)).status in (200, 204)
+    _, etag3 = await snapshot(client, ACCOUNTS, admin)
+    assert etag3 not in (etag, etag2)
+
+
+async def test_last_administrator_cannot_disable_itself(client, admin):
+    """The service refuses to delete the last administrator; disabling it is the same
+    lock-out and must be refused too."""
+    before = await snapshot(client, ADMIN_ACCOUNT, admin)
+    resp = await client.patch(ADMIN_ACCOUNT, json={"Enabled": False}, headers=admin)
+    assert resp.status in (400, 403, 409), resp.status
+    error_ids(await resp.json())
+    assert await snapshot(client, ADMIN_ACCOUNT, admin) == before
+    assert (await client.get(ACCOUNTS, headers=admin)).status == 200

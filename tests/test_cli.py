@@ -331,3 +331,22 @@ def test_insecure_http_on_loopback_serves_plain_http(tmp_path, running):
     # and it is not TLS
     with pytest.raises((ssl.SSLError, OSError)):
         ssl.get_server_certificate(("127.0.0.1", svc.port), timeout=5)
+
+
+def test_normal_use_logs_no_warnings(tmp_path, running):
+    """A healthy service answering ordinary requests has nothing to warn about."""
+    svc = running("--state-dir", str(tmp_path / "state"), "--admin-password", ADMIN_PASSWORD,
+                  "--log-level", "info")
+    for _ in range(3):  # new connections each time
+        status, headers, _ = svc.request("POST", "/redfish/v1/SessionService/Sessions",
+                                         {"UserName": "admin", "Password": ADMIN_PASSWORD})
+        assert status == 201
+        auth = {"X-Auth-Token": headers["X-Auth-Token"]}
+        assert svc.request("GET", "/redfish/v1/AccountService", headers=auth)[0] == 200
+        assert svc.request("DELETE", headers["Location"], headers=auth)[0] in (200, 204)
+    code, _ = svc.terminate()
+    assert code == 0
+    records = [json.loads(line) for line in svc.stderr().splitlines() if is_json_log(line)]
+    assert any(r.get("event") == "request" for r in records), "no access log lines"
+    loud = [r for r in records if r.get("level") in ("warning", "error", "critical")]
+    assert not loud, "warnings logged during normal use:\n" + "\n".join(map(str, loud[:5]))

@@ -161,8 +161,11 @@ async def do_get(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
         # Live properties (a clock) change the body between revisions: a weak validator.
         headers["ETag"] = live["@odata.etag"] = f"W/{entry.etag}"
     if_none = request.headers.get("If-None-Match")
-    if if_none and entry.etag in [t.strip() for t in if_none.split(",")] and live is None:
-        return web.Response(status=304, headers=headers)
+    if if_none and live is None:
+        # Weak comparison (RFC 9110 13.1.2): W/"3" matches "3"; '*' matches any.
+        tags = {t.strip().removeprefix("W/") for t in if_none.split(",")}
+        if "*" in tags or entry.etag in tags:
+            return web.Response(status=304, headers=headers)
     if q.empty and live is None:
         return json_response(200, entry.body, headers)
     doc = live if live is not None else entry.doc
