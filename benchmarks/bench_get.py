@@ -399,7 +399,7 @@ def summarize_profile(raw: Path, top: int) -> dict[str, Any]:
         if not stack or not n.isdigit():
             continue
         frames = [_short(f) for f in stack.split(";")]
-        if not frames[0].startswith("_run_module_as_main"):
+        if frames[0].startswith("Thread._bootstrap"):
             other_threads += int(n)  # thread-pool / SQLite threads, mostly parked
             continue
         if frames[-1].startswith(("EpollSelector.select", "BaseSelector.select")):
@@ -672,10 +672,14 @@ def run(cfg: Config, parsers: list[str], res: Results) -> None:
                 verdicts(rows, res.baseline["rps"])
                 res.modes[mode] = rows
         except (BenchError, aiohttp.ClientError, OSError):
+            keep = Path(tempfile.mkdtemp(prefix="bench-get-logs-"))
             for s in servers:
-                state_ = "running" if s.proc.poll() is None else f"exit {s.proc.returncode}"
-                print(f"--- {s.name} (pid {s.proc.pid}, {state_}), end of its log ---\n"
+                status = "running" if s.proc.poll() is None else f"exit {s.proc.returncode}"
+                print(f"--- {s.name} (pid {s.proc.pid}, {status}), end of its log ---\n"
                       f"{s.log_tail()}", file=sys.stderr)
+                with contextlib.suppress(OSError):
+                    shutil.copy(s.log_path, keep)
+            print(f"--- server logs kept in {keep}", file=sys.stderr)
             raise
         finally:
             for s in reversed(servers):

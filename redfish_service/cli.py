@@ -130,7 +130,8 @@ async def _serve(settings: Settings) -> int:
     runner = web.AppRunner(
         app,
         access_log_class=logs.AccessLogger,
-        handler_args={"max_line_size": 16384, "max_field_size": 16384},
+        max_line_size=16384,
+        max_field_size=16384,
         handle_signals=False,
     )
     await runner.setup()
