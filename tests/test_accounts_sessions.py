@@ -22,6 +22,7 @@ from .test_protocol import (
     SERVICE_ROOT,
     SESSION_SERVICE,
     SESSIONS,
+    cheap_password_hashing,  # noqa: F401 (autouse fixture)
     check_message,
     error_ids,
     expect_error,

@@ -16,6 +16,7 @@ from .test_protocol import (
     ADMIN_ACCOUNT,
     NETWORK_PROTOCOL,
     SESSIONS,
+    cheap_password_hashing,  # noqa: F401 (autouse fixture)
     error_ids,
     expect_error,
     get_json,

@@ -15,6 +15,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from redfish_service.security import passwords
+
 ROOT = Path(__file__).resolve().parent.parent
 JSON_CT = "application/json;charset=utf-8"
 BASE_PREFIX = "Base.1.22."
@@ -31,6 +35,14 @@ PUBLIC = ("/redfish", "/redfish/v1", "/redfish/v1/", "/redfish/v1/odata", "/redf
 
 
 # -- shared helpers ------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch):
+    """Keep scrypt but at a small cost factor: every test logs in and creates accounts,
+    and the KDF cost is not what these tests are about. Hashes carry their own N, so
+    verification still runs the real code path."""
+    monkeypatch.setattr(passwords, "_N", 2**8, raising=False)
 
 
 def _registry_dir() -> Path | None:

@@ -14,6 +14,7 @@ from .test_protocol import (
     ROLES,
     SERVICE_ROOT,
     SESSIONS,
+    cheap_password_hashing,  # noqa: F401 (autouse fixture)
     expect_error,
     get_json,
 )

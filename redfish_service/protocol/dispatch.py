@@ -15,7 +15,7 @@ from ..resources import uris
 from ..resources.context import Ctx
 from ..resources.kind import Kind, entity_of
 from ..security import privileges
-from ..security.auth import LOGIN_URIS, unauthorized
+from ..security.auth import LOGIN_URIS, basic_mode, unauthorized
 from ..store import Entry
 from . import metadata, query
 from .errors import RedfishError, method_not_allowed, not_found
@@ -75,7 +75,7 @@ def authorize(ctx: Ctx, method: str, uri: str, doc: dict[str, Any], patched=None
         return
     p = ctx.principal
     if p is None:
-        raise unauthorized()
+        raise unauthorized(basic_mode(ctx.app) == "Enabled")
     if p.password_change_required:
         raise RedfishError.of(403, "PasswordChangeRequired", p.account_uri)
     raise RedfishError.of(403, "InsufficientPrivilege")

@@ -19,18 +19,21 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .messages import message
 
 
-def _render(value: Any) -> str:
+def _render(value: Any, limit: int = 128) -> str:
+    """A short printable form of a client's value for a message argument."""
     if isinstance(value, str):
-        return value
-    import orjson
-
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return str(value)
+        text = value
+    else:
+        try:
+            text = orjson.dumps(value).decode()
+        except (TypeError, RecursionError):  # nesting beyond what can be shown
+            text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -50,9 +53,8 @@ class Field:
         raise NotImplementedError
 
     def _type_error(self, path: str, value: Any) -> tuple[Any, list[dict]]:
-        return None, [
-            message("PropertyValueTypeError", _render(value), path, related=[_ptr(path)])
-        ]
+        shown = "******" if self.write_only else _render(value)
+        return None, [message("PropertyValueTypeError", shown, path, related=[_ptr(path)])]
 
 
 def _ptr(path: str) -> str:

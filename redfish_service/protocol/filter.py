@@ -87,10 +87,14 @@ def _compare(op: str, left: Any, right: Any) -> bool:
     return False
 
 
+MAX_DEPTH = 32  # nesting of parentheses and 'not'
+
+
 class _Parser:
     def __init__(self, tokens: list[tuple[str, str]]) -> None:
         self.tokens = tokens
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -132,17 +136,23 @@ class _Parser:
         return lambda d: all(p(d) for p in parts)
 
     def unary(self) -> Predicate:
-        if self.keyword("not"):
-            inner = self.unary()
-            return lambda d: not inner(d)
-        tok = self.peek()
-        if tok and tok[0] == "lparen":
-            self.take()
-            inner = self.or_()
-            if self.take()[0] != "rparen":
-                raise FilterSyntaxError("missing ')'")
-            return inner
-        return self.comparison()
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise FilterSyntaxError(f"nested deeper than {MAX_DEPTH} levels")
+        try:
+            if self.keyword("not"):
+                inner = self.unary()
+                return lambda d: not inner(d)
+            tok = self.peek()
+            if tok and tok[0] == "lparen":
+                self.take()
+                inner = self.or_()
+                if self.take()[0] != "rparen":
+                    raise FilterSyntaxError("missing ')'")
+                return inner
+            return self.comparison()
+        finally:
+            self.depth -= 1
 
     def comparison(self) -> Predicate:
         kind, path = self.take()

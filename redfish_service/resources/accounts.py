@@ -121,6 +121,16 @@ def check_unique(tx: Transaction, ctx: Ctx, username: str, own_uri: str | None) 
                                   username, related=["/UserName"])
 
 
+def _other_admins(ctx: Ctx, uri: str) -> list[str]:
+    """Enabled administrator accounts other than ``uri``."""
+    out = []
+    for other in ctx.store.members(uris.ACCOUNTS):
+        doc = ctx.store.doc(other) or {}
+        if other != uri and doc.get("RoleId") == "Administrator" and doc.get("Enabled", True):
+            out.append(other)
+    return out
+
+
 class AccountServiceKind(Kind):
     entity = "AccountService"
     writable = {
@@ -216,6 +226,11 @@ class AccountKind(Kind):
             check_role(ctx, new["RoleId"])
         if new["UserName"] != old["UserName"]:
             check_unique(tx, ctx, new["UserName"], uri)
+        was_admin = old.get("RoleId") == "Administrator" and old.get("Enabled", True)
+        still_admin = new.get("RoleId") == "Administrator" and new.get("Enabled", True)
+        if was_admin and not still_admin and not _other_admins(ctx, uri):
+            # Disabling or demoting the last administrator would lock everyone out.
+            raise RedfishError.of(409, "ResourceInUse")
         self_change = ctx.principal is not None and ctx.principal.account_uri == uri
         if self_change and new["RoleId"] != old["RoleId"]:
             # An account cannot raise (or drop) its own role.
@@ -246,11 +261,8 @@ class AccountKind(Kind):
     async def delete(self, ctx, tx, uri):
         if ctx.principal is not None and ctx.principal.account_uri == uri:
             raise RedfishError.of(409, "ResourceInUse")
-        admins = [
-            u for u in ctx.store.members(uris.ACCOUNTS)
-            if u != uri and (ctx.store.doc(u) or {}).get("RoleId") == "Administrator"
-        ]
-        if (ctx.store.doc(uri) or {}).get("RoleId") == "Administrator" and not admins:
+        if (ctx.store.doc(uri) or {}).get("RoleId") == "Administrator" \
+                and not _other_admins(ctx, uri):
             raise RedfishError.of(409, "ResourceCannotBeDeleted")
         tx.delete(uri)
         for session in ctx.store.members(uris.SESSIONS):

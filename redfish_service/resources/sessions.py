@@ -7,7 +7,7 @@ from typing import Any
 from ..protocol.errors import RedfishError
 from ..protocol.fields import Int, Str
 from ..protocol.messages import message
-from ..security.auth import unauthorized
+from ..security.auth import basic_mode, unauthorized
 from . import uris
 from .kind import Created, Kind
 
@@ -52,7 +52,7 @@ class SessionCollectionKind(Kind):
             raise RedfishError(400, errors)
         principal = await ctx.accounts.authenticate(body["UserName"], body["Password"])
         if principal is None:
-            raise unauthorized()
+            raise unauthorized(basic_mode(ctx.app) == "Enabled")
         uri, token = await ctx.sessions.create(principal, ctx.remote, body.get("Context"))
         headers = {"X-Auth-Token": token}
         created = Created(uri, headers=headers)

@@ -21,8 +21,15 @@ LOGIN_URIS = frozenset({uris.SESSIONS, uris.SESSIONS + "/Members"})
 REALM = 'Basic realm="redfish-composer", charset="UTF-8"'
 
 
-def unauthorized() -> RedfishError:
-    return RedfishError.of(401, "NoValidSession", headers={"WWW-Authenticate": REALM})
+def unauthorized(basic_advertised: bool = True) -> RedfishError:
+    headers = {"WWW-Authenticate": REALM} if basic_advertised else None
+    return RedfishError.of(401, "NoValidSession", headers=headers)
+
+
+def basic_mode(app: web.Application) -> str:
+    """AccountService.HTTPBasicAuth: Enabled, Unadvertised or Disabled."""
+    service = app[services.STORE].doc(uris.ACCOUNT_SERVICE) or {}
+    return service.get("HTTPBasicAuth", "Enabled")
 
 
 def is_public(request: web.Request) -> bool:
@@ -48,22 +55,21 @@ def _basic(header: str) -> tuple[str, str] | None:
 async def authenticate(request: web.Request, handler) -> web.StreamResponse:
     app = request.app
     principal = None
+    mode = basic_mode(app)
+    advertised = mode == "Enabled"
     token = request.headers.get("X-Auth-Token")
     authorization = request.headers.get("Authorization")
     if token:
         principal = app[services.SESSIONS].lookup(token)
         if principal is None and not is_public(request):
-            raise unauthorized()
+            raise unauthorized(advertised)
     elif authorization:
         creds = _basic(authorization)
-        basic_enabled = (app[services.STORE].doc(uris.ACCOUNT_SERVICE) or {}).get(
-            "HTTPBasicAuth", "Enabled"
-        ) != "Disabled"
-        if creds is not None and basic_enabled:
+        if creds is not None and mode != "Disabled":
             principal = await app[services.ACCOUNTS].authenticate(*creds)
         if principal is None and not is_public(request):
-            raise unauthorized()
+            raise unauthorized(advertised)
     elif not is_public(request):
-        raise unauthorized()
+        raise unauthorized(advertised)
     request["principal"] = principal
     return await handler(request)
