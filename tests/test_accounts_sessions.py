@@ -142,6 +142,12 @@ async def test_basic_auth_without_session(client, admin):
     assert resp.headers["WWW-Authenticate"].lower().startswith("basic")
 
 
+async def test_basic_password_may_contain_colons(client, make_user):
+    headers, uri = await make_user("colon", "ReadOnly", password="Pass:word:123")
+    assert (await client.get(uri, headers=headers)).status == 200
+    assert (await client.get(uri, headers=basic("colon", "Pass"))).status == 401
+
+
 async def test_invalid_token_is_401(client):
     for token in ("0" * 64, "not-a-token", "x"):
         resp = await client.get(ACCOUNTS, headers={"X-Auth-Token": token})
@@ -245,6 +251,7 @@ async def test_create_account(client, admin):
     got = await client.get(location, headers=admin)
     assert got.status == 200
     assert got.headers.get("ETag")
+    assert resp.headers.get("ETag") == got.headers["ETag"]
     doc = await got.json()
     assert doc["UserName"] == "newbie"
     assert doc["RoleId"] == "Operator"
@@ -642,6 +649,26 @@ async def test_failure_counter_resets_after_interval(client, admin, make_user):
     await asyncio.sleep(2.2)  # AccountLockoutCounterResetAfter is 2 s
     await _fail(client, "slowfail", 1)
     assert (await get_json(client, uri, admin))["Locked"] is False
+    assert (await client.get(ACCOUNT_SERVICE, headers=headers)).status == 200
+
+
+async def test_counter_reset_disabled_locks_until_admin_reset(client, admin, make_user):
+    """AccountService schema: with AccountLockoutCounterResetEnabled false "only a successful
+    login resets the threshold counter and ... the account shall be locked out indefinitely
+    and only an administrator-issued reset clears the threshold counter"."""
+    resp = await client.patch(ACCOUNT_SERVICE, json={"AccountLockoutCounterResetEnabled": False},
+                              headers=admin)
+    assert resp.status == 200
+    headers, uri = await make_user("stubborn", "ReadOnly")
+    await _fail(client, "stubborn", 2)
+    await asyncio.sleep(2.2)  # longer than AccountLockoutCounterResetAfter: no reset now
+    await _fail(client, "stubborn", 1)
+    assert (await get_json(client, uri, admin))["Locked"] is True
+    await asyncio.sleep(2.2)  # longer than AccountLockoutDuration: still locked
+    assert (await client.get(ACCOUNT_SERVICE, headers=headers)).status == 401
+    assert (await get_json(client, uri, admin))["Locked"] is True
+    resp = await client.patch(uri, json={"Locked": False}, headers=admin)
+    assert resp.status == 200
     assert (await client.get(ACCOUNT_SERVICE, headers=headers)).status == 200
 
 

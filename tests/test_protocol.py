@@ -364,7 +364,11 @@ async def test_allow_matches_capabilities(client, admin):
         SESSIONS: {"GET", "HEAD", "POST"},
         SESSION_SERVICE: {"GET", "HEAD", "PATCH"},
         NETWORK_PROTOCOL: {"GET", "HEAD", "PATCH"},
+        ROLES: {"GET", "HEAD"},
+        MANAGER: {"GET", "HEAD"},
     }
+    sessions = await get_json(client, SESSIONS, admin)
+    expected[sessions["Members"][0]["@odata.id"]] = {"GET", "HEAD", "DELETE"}
     for uri, methods in expected.items():
         resp = await client.get(uri, headers=admin)
         assert resp.status == 200
@@ -436,6 +440,18 @@ async def test_post_on_singleton_is_405(client, admin):
     assert "POST" not in resp.headers["Allow"]
     assert "GET" in resp.headers["Allow"]
     assert await snapshot(client, ACCOUNT_SERVICE, admin) == before
+
+
+async def test_post_on_non_insertable_collection_is_405(client, admin):
+    before = await snapshot(client, ROLES, admin)
+    resp = await client.post(ROLES, json={"RoleId": "Custom", "AssignedPrivileges": ["Login"]},
+                             headers=admin)
+    await expect_error(resp, 405)
+    assert "POST" not in resp.headers["Allow"]
+    assert await snapshot(client, ROLES, admin) == before
+    session = (await get_json(client, SESSIONS, admin))["Members"][0]["@odata.id"]
+    resp = await client.patch(session, json={"UserName": "x"}, headers=admin)
+    await expect_error(resp, 405)
 
 
 async def test_writes_on_service_root_are_405(client, admin):

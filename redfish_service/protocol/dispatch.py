@@ -91,6 +91,18 @@ def _entry(ctx: Ctx, uri: str) -> Entry:
     return entry
 
 
+def _target(ctx: Ctx, uri: str, method: str) -> tuple[Entry, Kind]:
+    """The resource and its kind, if it allows ``method`` (405 with Allow if not; a client
+    that may not even read it learns nothing more than from a GET)."""
+    entry = _entry(ctx, uri)
+    kind = ctx.kinds.of(entry.doc)
+    if method not in kind.allow(entry.doc):
+        if uri not in LOGIN_URIS:
+            authorize(ctx, "GET", uri, entry.doc)
+        raise method_not_allowed(kind.allow(entry.doc))
+    return entry, kind
+
+
 def check_if_match(request: web.Request, entry: Entry) -> None:
     header = request.headers.get("If-Match")
     if header is None:
@@ -195,11 +207,7 @@ async def do_get(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
 
 
 async def do_patch(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
-    entry = _entry(ctx, uri)
-    kind = ctx.kinds.of(entry.doc)
-    if "PATCH" not in kind.allow(entry.doc):
-        authorize(ctx, "GET", uri, entry.doc)
-        raise method_not_allowed(kind.allow(entry.doc))
+    entry, kind = _target(ctx, uri, "PATCH")
     body = await read_json(request, required=True)
     patched = body.keys() if isinstance(body, dict) else None
     authorize(ctx, "PATCH", uri, entry.doc, patched)
@@ -230,12 +238,7 @@ async def do_post(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
         parent = ctx.store.doc(uri[: -len("/Members")])
         if parent is not None and isinstance(parent.get("Members"), list):
             uri = uri[: -len("/Members")]
-    entry = _entry(ctx, uri)
-    kind = ctx.kinds.of(entry.doc)
-    if "POST" not in kind.allow(entry.doc):
-        if uri not in LOGIN_URIS:
-            authorize(ctx, "GET", uri, entry.doc)
-        raise method_not_allowed(kind.allow(entry.doc))
+    entry, kind = _target(ctx, uri, "POST")
     if uri not in LOGIN_URIS:
         authorize(ctx, "POST", uri, entry.doc)
     body = await read_json(request, required=True)
@@ -268,11 +271,7 @@ async def do_action(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
 
 
 async def do_delete(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
-    entry = _entry(ctx, uri)
-    kind = ctx.kinds.of(entry.doc)
-    if "DELETE" not in kind.allow(entry.doc):
-        authorize(ctx, "GET", uri, entry.doc)
-        raise method_not_allowed(kind.allow(entry.doc))
+    entry, kind = _target(ctx, uri, "DELETE")
     authorize(ctx, "DELETE", uri, entry.doc)
     async with ctx.store.transaction(ctx.actor) as tx:
         current = ctx.store.get(uri)

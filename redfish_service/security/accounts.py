@@ -106,7 +106,8 @@ class Accounts:
         reset_after = policy.get("AccountLockoutCounterResetAfter", 0) or 0
         now = time.monotonic()
         count, first = self._failures.get(username, (0, now))
-        if reset_after and now - first > reset_after:
+        reset_enabled = policy.get("AccountLockoutCounterResetEnabled", True)
+        if reset_enabled and reset_after and now - first > reset_after:
             count, first = 0, now
         count += 1
         self._failures[username] = (count, first)
