@@ -6,9 +6,10 @@ account collection to --members members; load with wrk (baseline GET, service ro
 two member resources); time sequential GETs of the collection with $expand; print a table
 with the targets, optionally write JSON (--out).
 
-    python benchmarks/bench_get.py                      # C (llhttp) parser
+    python benchmarks/bench_get.py                      # the service as shipped
+    python benchmarks/bench_get.py --parser c           # with aiohttp's C parser (llhttp)
     python benchmarks/bench_get.py --parser python      # AIOHTTP_NO_EXTENSIONS=1 (service)
-    python benchmarks/bench_get.py --parser both --out /tmp/bench.json
+    python benchmarks/bench_get.py --parser all --out /tmp/bench.json
 
 Everything runs on 127.0.0.1 and stops by itself; the subprocesses are stopped on exit,
 error or Ctrl-C.
@@ -184,22 +185,30 @@ def service_env(parser: str) -> dict[str, str]:
     return env
 
 
-def parser_class(env: dict[str, str]) -> str:
-    """Which request parser aiohttp picks in a process with this environment."""
-    code = ("from aiohttp import http_parser as p; c = p.HttpRequestParser; "
-            "print(c.__module__ + '.' + c.__name__)")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=30, check=False)
-    return out.stdout.strip() or f"unknown ({out.stderr.strip()[-200:]})"
+def parser_in_use(server: Server) -> str:
+    """What service_launcher.py reported: the parser and header writer aiohttp really uses."""
+    found = re.findall(r"bench-launcher: parser=(\S+) writer=(\S+)",
+                       server.log_path.read_text(errors="replace"))
+    if not found:
+        return "unknown"
+    parser, writer = found[-1]
+    kind = "C" if "._http_parser." in parser else "Python"
+    wkind = "C" if "_http_writer" in writer else "Python"
+    return f"{kind} parser {parser}, {wkind} header writer"
 
 
 def start_service(state: Path, password: str, parser: str, log_level: str | None) -> Server:
+    """The service through service_launcher.py (``python -m redfish_service`` + a report
+    of the parser in use; ``c`` puts the C parser back if the service replaced it)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "redfish_service", "serve", "--state-dir", str(state),
-           "--port", str(port), "--bind", HOST, "--admin-password", password]
+    cmd = [sys.executable, str(HERE / "service_launcher.py")]
+    if parser == "c":
+        cmd.append("--bench-force-c-parser")
+    cmd += ["serve", "--state-dir", str(state), "--port", str(port), "--bind", HOST,
+            "--admin-password", password]
     if log_level:
         cmd += ["--log-level", log_level]
-    return spawn(f"service ({parser} parser)", cmd, port, service_env(parser),
+    return spawn(f"service ({parser})", cmd, port, service_env(parser),
                  state.parent / f"service-{parser}.log")
 
 
@@ -477,6 +486,7 @@ async def sequential_for(base: str, path: str, ctx: ssl.SSLContext, token: str,
 class Config:
     members: int
     duration: float
+    repeat: int
     warmup: float
     connections: int
     threads: int
@@ -498,36 +508,46 @@ class Results:
     modes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def cpu_seconds(pid: int) -> tuple[float, float, float]:
-    """(busy CPU seconds of the whole machine, of process ``pid``, of our waited children)."""
+def cpu_seconds(pid: int) -> tuple[float, float, float, float]:
+    """CPU seconds so far: busy (whole machine), process ``pid``, our waited children
+    (wrk), and stolen by the hypervisor."""
     tick = os.sysconf("SC_CLK_TCK")
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
     # user nice system idle iowait irq softirq steal ...
-    busy = sum(fields[:3]) + sum(fields[5:8])
+    busy = sum(fields[:3]) + sum(fields[5:7])
+    steal = fields[7] if len(fields) > 7 else 0
     with open(f"/proc/{pid}/stat") as f:
         after_comm = f.read().rsplit(")", 1)[1].split()
     proc = int(after_comm[11]) + int(after_comm[12])  # utime, stime
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return busy / tick, proc / tick, children.ru_utime + children.ru_stime
+    return busy / tick, proc / tick, children.ru_utime + children.ru_stime, steal / tick
 
 
 def load(cfg: Config, url: str, token: str | None, server: Server) -> dict[str, Any]:
-    """Warm up, then one measured wrk run; also what share of the CPUs others used."""
+    """Warm up, then ``cfg.repeat`` measured wrk runs; the one with the median req/s is
+    reported (all are kept under "runs"), with the share of the CPUs others used."""
     headers = {"X-Auth-Token": token} if token else {}
     kw = {"connections": cfg.connections, "threads": cfg.threads, "headers": headers}
     if cfg.warmup > 0:
         run_wrk(cfg.wrk, url, seconds=cfg.warmup, **kw)
-    t0, before = time.monotonic(), cpu_seconds(server.proc.pid)
-    res = run_wrk(cfg.wrk, url, seconds=cfg.duration, **kw)
-    wall, after = time.monotonic() - t0, cpu_seconds(server.proc.pid)
-    busy, srv, wrk = (a - b for a, b in zip(after, before, strict=True))
-    cpus = os.cpu_count() or 1
-    res["server_cpu_pct"] = round(100 * srv / wall, 1)
-    res["wrk_cpu_pct"] = round(100 * wrk / wall, 1)
-    # CPU time neither the server nor wrk used: other processes on the machine.
-    res["other_cpu_pct"] = round(max(0.0, 100 * (busy - srv - wrk) / (wall * cpus)), 1)
-    return res
+    runs = []
+    for _ in range(cfg.repeat):
+        t0, before = time.monotonic(), cpu_seconds(server.proc.pid)
+        res = run_wrk(cfg.wrk, url, seconds=cfg.duration, **kw)
+        wall, after = time.monotonic() - t0, cpu_seconds(server.proc.pid)
+        busy, srv, wrk, steal = (a - b for a, b in zip(after, before, strict=True))
+        cpus = os.cpu_count() or 1
+        res["server_cpu_pct"] = round(100 * srv / wall, 1)
+        res["wrk_cpu_pct"] = round(100 * wrk / wall, 1)
+        # CPU time neither the server nor wrk used: other processes on the machine.
+        res["other_cpu_pct"] = round(max(0.0, 100 * (busy - srv - wrk) / (wall * cpus)), 1)
+        res["steal_pct"] = round(100 * steal / (wall * cpus), 1)
+        runs.append(res)
+    median = sorted(runs, key=lambda r: r["rps"])[(len(runs) - 1) // 2]
+    if len(runs) > 1:
+        median = {**median, "runs": runs}
+    return median
 
 
 def measure_service(cfg: Config, mode: str, svc: Server, ctx: ssl.SSLContext, token: str,
@@ -584,7 +604,7 @@ def table(res: Results) -> str:
     ok = {True: "ok", False: "MISSED"}
     lines.append(fmt("baseline aiohttp+orjson, wrk", base, "1.00", ""))
     for mode, rows in res.modes.items():
-        lines.append(f"  -- service, {mode} parser ({rows['parser_class']})")
+        lines.append(f"  -- service, --parser {mode}: {rows['parser_class']}")
         names = {"root": "/redfish/v1/, wrk", "account": "Accounts/1, wrk (stored bytes)",
                  "manager": "Managers/Composer, wrk (live render)"}
         for key, label in names.items():
@@ -607,7 +627,7 @@ def table(res: Results) -> str:
 def print_profiles(res: Results) -> None:
     found = [("baseline", "/", res.baseline.get("profile"))]
     for mode, rows in res.modes.items():
-        found += [(f"{mode} parser", rows[k]["path"], rows[k].get("profile"))
+        found += [(f"service --parser {mode}", rows[k]["path"], rows[k].get("profile"))
                   for k in ("root", "account", "manager", "expand")]
     for label, path, prof in found:
         if not prof:
@@ -666,9 +686,9 @@ def run(cfg: Config, parsers: list[str], res: Results) -> None:
                     servers.append(svc)
                     asyncio.run(wait_ready(svc, ctx))
                     token = asyncio.run(login(svc.base, ctx, password))
-                print(f"service, {mode} parser:", flush=True)
+                print(f"service, --parser {mode}:", flush=True)
                 rows = measure_service(cfg, mode, svc, ctx, token, res.setup["members"])
-                rows["parser_class"] = parser_class(service_env(mode))
+                rows["parser_class"] = parser_in_use(svc)
                 verdicts(rows, res.baseline["rps"])
                 res.modes[mode] = rows
         except (BenchError, aiohttp.ClientError, OSError):
@@ -686,15 +706,35 @@ def run(cfg: Config, parsers: list[str], res: Results) -> None:
                 s.stop()
 
 
+MODES = ("shipped", "c", "python")
+
+
+def parser_modes(text: str) -> list[str]:
+    aliases = {"both": ["c", "python"], "all": list(MODES)}
+    modes: list[str] = []
+    for part in text.split(","):
+        for mode in aliases.get(part.strip(), [part.strip()]):
+            if mode not in MODES:
+                raise argparse.ArgumentTypeError(f"unknown parser mode {mode!r}")
+            if mode not in modes:
+                modes.append(mode)
+    return modes
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parser", choices=["c", "python", "both"], default="c",
-                    help="aiohttp HTTP parser of the SERVICE: c (llhttp), python "
-                         "(AIOHTTP_NO_EXTENSIONS=1), or both one after the other on the "
-                         "same state (default c); the baseline always uses the C parser")
+    ap.add_argument("--parser", default="shipped", type=parser_modes, metavar="MODES",
+                    help="HTTP parser of the SERVICE, a comma list of: shipped (as the "
+                         "service sets it up), c (aiohttp's C parser, llhttp, even if the "
+                         "service replaced it), python (AIOHTTP_NO_EXTENSIONS=1: pure-Python "
+                         "parser and header writer); 'both' = c,python, 'all' = "
+                         "shipped,c,python. Modes run one after the other on the same state. "
+                         "Default shipped. The baseline always uses aiohttp's C extensions.")
     ap.add_argument("--members", type=int, default=1000,
                     help="members of the account collection for $expand (default 1000)")
     ap.add_argument("--duration", type=float, default=10, help="seconds per wrk run (10)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="measured wrk runs per target; the median (by req/s) is shown (1)")
     ap.add_argument("--warmup", type=float, default=2,
                     help="seconds of unmeasured wrk load before each run (2; 0 = none)")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
@@ -717,8 +757,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wrk", default=shutil.which("wrk") or "/usr/bin/wrk")
     a = ap.parse_args(argv)
 
-    if not (1 <= a.duration <= 120 and 0 <= a.warmup <= 30):
-        ap.error("--duration must be 1..120 s and --warmup 0..30 s")
+    if not (1 <= a.duration <= 120 and 0 <= a.warmup <= 30 and 1 <= a.repeat <= 10):
+        ap.error("--duration must be 1..120 s, --warmup 0..30 s, --repeat 1..10")
     if not (1 <= a.connections <= 512 and 1 <= a.threads <= a.connections):
         ap.error("--connections must be 1..512 and --threads 1..connections")
     if not (1 <= a.members <= 100_000 and 1 <= a.expand_requests <= 10_000):
@@ -732,8 +772,8 @@ def main(argv: list[str] | None = None) -> int:
         a.profile.mkdir(parents=True, exist_ok=True)
 
     cfg = Config(
-        members=a.members, duration=a.duration, warmup=a.warmup, connections=a.connections,
-        threads=a.threads, expand_requests=a.expand_requests,
+        members=a.members, duration=a.duration, repeat=a.repeat, warmup=a.warmup,
+        connections=a.connections, threads=a.threads, expand_requests=a.expand_requests,
         create_concurrency=max(1, a.create_concurrency), create_budget=a.create_budget,
         log_level=a.service_log_level, wrk=a.wrk, py_spy=py_spy, profile_dir=a.profile,
         profile_seconds=a.profile_seconds,
@@ -751,11 +791,12 @@ def main(argv: list[str] | None = None) -> int:
         "connections": a.connections,
         "threads": a.threads,
         "duration_s": a.duration,
+        "repeat": a.repeat,
         "service_log_level": a.service_log_level or "info (default)",
         "targets": {"ratio": TARGET_RATIO, "p99_ms": TARGET_P99_MS,
                     "expand_p50_ms": TARGET_EXPAND_P50_MS},
     })
-    parsers = ["c", "python"] if a.parser == "both" else [a.parser]
+    parsers = a.parser
 
     # SIGTERM unwinds like Ctrl-C, so the finally clauses stop the servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -770,7 +811,8 @@ def main(argv: list[str] | None = None) -> int:
 
     res.meta["loadavg_after"] = os.getloadavg()
     print()
-    print(f"wrk -t{a.threads} -c{a.connections} -d{a.duration:g}s over HTTPS on {HOST}; "
+    print(f"wrk -t{a.threads} -c{a.connections} -d{a.duration:g}s (median of {a.repeat}) "
+          f"over HTTPS on {HOST}; "
           f"{os.cpu_count()} CPUs shared by wrk and the server; loadavg before "
           f"{res.meta['loadavg_before'][0]:.2f}; service log level "
           f"{res.meta['service_log_level']}")
