@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 
+import orjson
 from aiohttp.abc import AbstractAccessLogger
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -41,19 +42,32 @@ def configure(level: str) -> None:
     root.setLevel(level.upper())
 
 
+def _timestamp(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
 class AccessLogger(AbstractAccessLogger):
-    """One line per request: method, path (no query string), status, time, user."""
+    """One line per request: method, path (no query string), status, time, user.
+
+    The same JSON shape as :class:`JsonFormatter`, but built with orjson and written in one
+    call: going through a LogRecord, the formatter and the handler cost about 45 µs a
+    request, a third of the service's CPU time per GET (``benchmarks/``). aiohttp calls
+    this only when the access logger is enabled for INFO, so ``--log-level`` still rules.
+    """
 
     def log(self, request, response, time_taken: float) -> None:
         principal = request.get("principal")
-        self.logger.info(
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status,
-                "ms": round(time_taken * 1000, 2),
-                "user": principal.username if principal else None,
-                "remote": request.remote,
-            },
-        )
+        now = time.time()
+        line = orjson.dumps({
+            "time": _timestamp(now),
+            "level": "info",
+            "logger": self.logger.name,
+            "event": "request",
+            "method": request.method,
+            "path": request.path,
+            "status": response.status,
+            "ms": round(time_taken * 1000, 2),
+            "user": principal.username if principal else None,
+            "remote": request.remote,
+        })
+        sys.stderr.write(line.decode() + "\n")

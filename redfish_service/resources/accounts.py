@@ -8,7 +8,7 @@ from ..protocol.errors import RedfishError
 from ..protocol.fields import Bool, Int, Str
 from ..protocol.messages import message
 from ..security import privileges
-from ..security.passwords import hash_password
+from ..security.passwords import hash_password_off_loop
 from ..store import Transaction
 from . import uris
 from .context import Ctx
@@ -189,7 +189,7 @@ class AccountCollectionKind(Kind):
                                   "AccountTypes", related=["/AccountTypes"])
         check_role(ctx, body["RoleId"])
         check_password(ctx, body["Password"])
-        password_hash = hash_password(body["Password"])
+        password_hash = await hash_password_off_loop(body["Password"])
         async with ctx.store.transaction(ctx.actor) as tx:
             check_unique(tx, ctx, body["UserName"], None)
             taken = {u.rsplit("/", 1)[1] for u in ctx.store.members(collection_uri)}
@@ -241,7 +241,7 @@ class AccountKind(Kind):
         private = tx.private(uri) or {}
         password_changed = new.get("Password") is not None
         if password_changed:
-            private["password"] = hash_password(new["Password"])
+            private["password"] = await hash_password_off_loop(new["Password"])
             new["Password"] = None
             if ctx.principal is not None and ctx.principal.account_uri == uri:
                 new["PasswordChangeRequired"] = False

@@ -31,6 +31,7 @@ class Accounts:
         self._pepper = secrets.token_bytes(16)
         # (account uri, keyed digest of a password) -> the hash it was verified against
         self._verified: dict[tuple[str, str], str] = {}
+        self._principals: dict[tuple, Principal] = {}
 
     # -- lookups ----------------------------------------------------------------------
     def policy(self) -> dict[str, Any]:
@@ -50,18 +51,28 @@ class Accounts:
         )
 
     def principal(self, account_uri: str, session_uri: str | None = None) -> Principal | None:
-        doc = self._store.doc(account_uri)
-        if doc is None or not doc.get("Enabled", True):
+        entry = self._store.get(account_uri)
+        if entry is None or not entry.doc.get("Enabled", True):
             return None
-        role_id = doc.get("RoleId", "")
-        return Principal(
-            username=doc.get("UserName", ""),
+        role_id = entry.doc.get("RoleId", "")
+        role = self._store.get(f"{uris.ROLES}/{role_id}")
+        # Built once per (account revision, role revision, session): every request asks.
+        key = (account_uri, session_uri, entry.revision, role.revision if role else 0)
+        cached = self._principals.get(key)
+        if cached is not None:
+            return cached
+        principal = Principal(
+            username=entry.doc.get("UserName", ""),
             account_uri=account_uri,
             role_id=role_id,
             privileges=self.role_privileges(role_id),
             session_uri=session_uri,
-            password_change_required=bool(doc.get("PasswordChangeRequired")),
+            password_change_required=bool(entry.doc.get("PasswordChangeRequired")),
         )
+        if len(self._principals) > 4096:
+            self._principals.clear()
+        self._principals[key] = principal
+        return principal
 
     # -- authentication ---------------------------------------------------------------
     def _digest(self, uri: str, password: str) -> str:

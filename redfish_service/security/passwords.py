@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,6 +18,11 @@ def hash_password(password: str) -> str:
     digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=_DKLEN)
     b64 = base64.b64encode
     return f"scrypt${_N}${_R}${_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+async def hash_password_off_loop(password: str) -> str:
+    """:func:`hash_password` on a worker thread: scrypt takes tens of milliseconds."""
+    return await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
 
 
 def verify_password(password: str, encoded: str) -> bool:

@@ -104,10 +104,13 @@ def requirement(entity: str, method: str, patched: Iterable[str] | None = None) 
 
 
 def satisfied(req: Requirement, held: Iterable[str], *, is_self: bool) -> bool:
-    held_set = set(held)
-    if not is_self:
-        held_set.discard("ConfigureSelf")
-    return any(all(p in held_set for p in alternative) for alternative in req)
+    for alternative in req:
+        for p in alternative:
+            if p not in held or (p == "ConfigureSelf" and not is_self):
+                break
+        else:
+            return True
+    return False
 
 
 def registry_mappings() -> list[dict]:
