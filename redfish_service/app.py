@@ -18,6 +18,7 @@ from .resources import (
     accounts,
     inventory,
     managers,
+    pool,
     registries,
     service_root,
     sessions,
@@ -44,7 +45,8 @@ def product_version() -> str:
 
 def default_kinds() -> Kinds:
     kinds = Kinds()
-    for module in (service_root, accounts, sessions, managers, tasks, registries, inventory):
+    for module in (service_root, accounts, sessions, managers, tasks, registries, inventory,
+                   pool):
         for kind in module.KINDS:
             kinds.add(kind)
     return kinds
@@ -79,7 +81,9 @@ def create_app(
         generated = await bootstrap(store, settings, product_version())
         if generated is not None and on_admin_password is not None:
             on_admin_password(generated)
-        await inventory.reconcile(store, await (driver or drivers.load("simulated")).discover())
+        found = await (driver or drivers.load("simulated")).discover()
+        await inventory.reconcile(store, found)
+        await pool.reconcile(store, found)
         await bootstrap_schema_files(store)
         sessions_service.load()
         sessions_service.start()

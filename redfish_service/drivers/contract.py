@@ -28,8 +28,54 @@ class Host:
 
 
 @dataclass(frozen=True)
+class Switch:
+    """A PCIe or CXL switch and the hosts its upstream ports reach."""
+
+    id: str
+    protocol: str  # "PCIe" or "CXL"
+    hosts: tuple[str, ...]
+    manufacturer: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class Device:
+    """A pooled device behind a switch: becomes a ResourceBlock."""
+
+    id: str
+    kind: str  # "GPU", "NVMe", "CXLMemory", "DPU", "NIC"
+    switch: str
+    manufacturer: str
+    model: str
+    serial: str
+    vendor_id: str  # PCI ids, "0x10de"
+    device_id: str
+    memory_mib: int = 0  # GPU memory or CXL capacity
+    capacity_bytes: int = 0  # NVMe
+    port_gbps: int = 0  # NIC / DPU
+
+
+@dataclass(frozen=True)
+class Sled:
+    """A bare compute sled (CPUs and memory, no OS yet): a Compute ResourceBlock."""
+
+    id: str
+    switch: str
+    manufacturer: str
+    model: str
+    serial: str
+    cpu_model: str
+    cpu_count: int
+    cores: int
+    memory_gib: int
+
+
+@dataclass(frozen=True)
 class Inventory:
     hosts: tuple[Host, ...]
+    switches: tuple[Switch, ...] = ()
+    devices: tuple[Device, ...] = ()
+    sleds: tuple[Sled, ...] = ()
 
 
 class InventoryDriver(abc.ABC):

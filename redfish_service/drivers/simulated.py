@@ -1,22 +1,30 @@
-"""The simulated fabric driver: a rack described in data, the embedded default."""
+"""The simulated fabric driver: a rack described in data, the embedded default.
+
+The default rack: 4 host servers; PCIe switches ``pcie1`` (hosts 1-2) and ``pcie2``
+(hosts 3-4), each with 8 GPUs, 4 NVMe drives, a DPU, a NIC and a bare compute sled behind
+it; and a CXL switch ``cxl1`` reaching all four hosts with 4 CXL Type-3 memory devices.
+A rack of one's own is the same structure in YAML (``RackSpec``).
+"""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .contract import Host, Inventory, InventoryDriver
+from .contract import Device, Host, Inventory, InventoryDriver, Sled, Switch
 
-# Host UUIDs are derived from the rack name and host id, so they are stable across
-# restarts and across machines, as real firmware UUIDs are.
+# UUIDs and serials derive from the rack name and ids: stable across restarts and
+# machines, as real firmware identities are.
 _NAMESPACE = uuid.UUID("6f1c2d4e-1b7a-4c59-9a0e-2f3c4d5e6f70")
 
 
-class HostSpec(BaseModel):
+class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+
+class HostSpec(_Spec):
     id: str
     manufacturer: str = "Contoso Systems"
     model: str = "CS-2200 Compute Node"
@@ -26,15 +34,86 @@ class HostSpec(BaseModel):
     memory_gib: int = Field(512, ge=1)
 
 
-class RackSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SwitchSpec(_Spec):
+    id: str
+    protocol: Literal["PCIe", "CXL"]
+    hosts: list[str]
+    manufacturer: str = "Contoso Fabrics"
+    model: str = "CF-144 Switch"
 
+
+class DeviceModel(_Spec):
+    kind: Literal["GPU", "NVMe", "CXLMemory", "DPU", "NIC"]
+    manufacturer: str
+    model: str
+    vendor_id: str
+    device_id: str
+    memory_mib: int = 0
+    capacity_bytes: int = 0
+    port_gbps: int = 0
+
+
+class DeviceGroup(_Spec):
+    """``count`` devices of one model behind one switch, named ``<prefix><n>``."""
+
+    switch: str
+    prefix: str
+    count: int = Field(1, ge=1)
+    model: DeviceModel
+
+
+class SledSpec(_Spec):
+    id: str
+    switch: str
+    manufacturer: str = "Contoso Systems"
+    model: str = "CS-1100 Compute Sled"
+    cpu_model: str = "Xeon-class 16-core CPU"
+    cpu_count: int = Field(1, ge=1)
+    cores: int = Field(16, ge=1)
+    memory_gib: int = Field(256, ge=1)
+
+
+class RackSpec(_Spec):
     name: str = "rack1"
     hosts: list[HostSpec]
+    switches: list[SwitchSpec] = []
+    devices: list[DeviceGroup] = []
+    sleds: list[SledSpec] = []
+
+
+GPU = DeviceModel(kind="GPU", manufacturer="NVIDIA", model="H100 PCIe 80GB",
+                  vendor_id="0x10de", device_id="0x2331", memory_mib=81920)
+NVME = DeviceModel(kind="NVMe", manufacturer="Samsung", model="PM1733 3.84TB",
+                   vendor_id="0x144d", device_id="0xa824", capacity_bytes=3_840_755_982_336)
+CXL_MEMORY = DeviceModel(kind="CXLMemory", manufacturer="Samsung", model="CMM-D 256GB",
+                         vendor_id="0x144d", device_id="0xa800", memory_mib=262144)
+DPU = DeviceModel(kind="DPU", manufacturer="NVIDIA", model="BlueField-3 B3220",
+                  vendor_id="0x15b3", device_id="0xa2dc", port_gbps=200)
+NIC = DeviceModel(kind="NIC", manufacturer="NVIDIA", model="ConnectX-7 400GbE",
+                  vendor_id="0x15b3", device_id="0x1021", port_gbps=400)
 
 
 def default_rack() -> RackSpec:
-    return RackSpec(hosts=[HostSpec(id=f"host{i}") for i in range(1, 5)])
+    devices: list[DeviceGroup] = []
+    for n, switch in ((1, "pcie1"), (2, "pcie2")):
+        devices += [
+            DeviceGroup(switch=switch, prefix=f"gpu{n}-", count=8, model=GPU),
+            DeviceGroup(switch=switch, prefix=f"nvme{n}-", count=4, model=NVME),
+            DeviceGroup(switch=switch, prefix=f"dpu{n}-", count=1, model=DPU),
+            DeviceGroup(switch=switch, prefix=f"nic{n}-", count=1, model=NIC),
+        ]
+    devices.append(DeviceGroup(switch="cxl1", prefix="cxlmem", count=4, model=CXL_MEMORY))
+    return RackSpec(
+        hosts=[HostSpec(id=f"host{i}") for i in range(1, 5)],
+        switches=[
+            SwitchSpec(id="pcie1", protocol="PCIe", hosts=["host1", "host2"]),
+            SwitchSpec(id="pcie2", protocol="PCIe", hosts=["host3", "host4"]),
+            SwitchSpec(id="cxl1", protocol="CXL", hosts=[f"host{i}" for i in range(1, 5)],
+                       model="CF-CXL32 Switch"),
+        ],
+        devices=devices,
+        sleds=[SledSpec(id="sled1", switch="pcie1"), SledSpec(id="sled2", switch="pcie2")],
+    )
 
 
 class SimulatedDriver(InventoryDriver):
@@ -43,14 +122,16 @@ class SimulatedDriver(InventoryDriver):
             rack = RackSpec.model_validate(rack)
         self.rack = rack or default_rack()
 
+    def _serial(self, kind: str, n: int) -> str:
+        return f"SIM-{self.rack.name.upper()}-{kind}-{n:04d}"
+
     async def discover(self) -> Inventory:
-        hosts = []
-        for n, spec in enumerate(self.rack.hosts, start=1):
-            host_uuid = str(uuid.uuid5(_NAMESPACE, f"{self.rack.name}/{spec.id}"))
-            hosts.append(Host(
+        rack = self.rack
+        hosts = tuple(
+            Host(
                 id=spec.id,
-                uuid=host_uuid,
-                serial=f"SIM{self.rack.name.upper()}{n:04d}",
+                uuid=str(uuid.uuid5(_NAMESPACE, f"{rack.name}/{spec.id}")),
+                serial=self._serial("HOST", n),
                 manufacturer=spec.manufacturer,
                 model=spec.model,
                 cpu_model=spec.cpu_model,
@@ -58,5 +139,30 @@ class SimulatedDriver(InventoryDriver):
                 cores=spec.cores,
                 memory_gib=spec.memory_gib,
                 host_ports=(f"{spec.id}-pcie0",),
-            ))
-        return Inventory(hosts=tuple(hosts))
+            )
+            for n, spec in enumerate(rack.hosts, start=1)
+        )
+        switches = tuple(
+            Switch(id=s.id, protocol=s.protocol, hosts=tuple(s.hosts),
+                   manufacturer=s.manufacturer, model=s.model)
+            for s in rack.switches
+        )
+        devices = []
+        for group in rack.devices:
+            m = group.model
+            for i in range(1, group.count + 1):
+                devices.append(Device(
+                    id=f"{group.prefix}{i}", kind=m.kind, switch=group.switch,
+                    manufacturer=m.manufacturer, model=m.model,
+                    serial=self._serial(m.kind.upper(), len(devices) + 1),
+                    vendor_id=m.vendor_id, device_id=m.device_id,
+                    memory_mib=m.memory_mib, capacity_bytes=m.capacity_bytes,
+                    port_gbps=m.port_gbps,
+                ))
+        sleds = tuple(
+            Sled(id=s.id, switch=s.switch, manufacturer=s.manufacturer, model=s.model,
+                 serial=self._serial("SLED", n), cpu_model=s.cpu_model,
+                 cpu_count=s.cpu_count, cores=s.cores, memory_gib=s.memory_gib)
+            for n, s in enumerate(rack.sleds, start=1)
+        )
+        return Inventory(hosts=hosts, switches=switches, devices=tuple(devices), sleds=sleds)

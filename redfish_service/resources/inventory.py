@@ -44,6 +44,9 @@ def system_doc(host: Host) -> dict[str, Any]:
         "Links": {
             "Chassis": [{"@odata.id": f"{uris.CHASSIS}/{host.id}"}],
             "ManagedBy": [{"@odata.id": uris.MANAGER}],
+            "ResourceBlocks": [
+                {"@odata.id": f"{uris.RESOURCE_BLOCKS}/{uris.host_block_id(host.id)}"}
+            ],
         },
     }
 

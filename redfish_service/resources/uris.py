@@ -20,9 +20,16 @@ CHASSIS = "/redfish/v1/Chassis"
 TASK_SERVICE = "/redfish/v1/TaskService"
 TASKS = TASK_SERVICE + "/Tasks"
 REGISTRIES = "/redfish/v1/Registries"
+COMPOSITION_SERVICE = "/redfish/v1/CompositionService"
+RESOURCE_BLOCKS = COMPOSITION_SERVICE + "/ResourceBlocks"
 JSON_SCHEMAS = "/redfish/v1/JsonSchemas"
 
 
 def store_key(uri: str) -> str:
     """The key a URI has in the store (the service root is stored under ROOT + '/')."""
     return SERVICE_ROOT if uri in (ROOT, SERVICE_ROOT) else uri
+
+
+def host_block_id(host_id: str) -> str:
+    """The ResourceBlock that registers host server ``host_id`` with the composition."""
+    return f"system-{host_id}"

@@ -1,0 +1,247 @@
+"""The composition pool from the drivers' inventory: CompositionService, ResourceBlocks
+(one per pooled device, compute sled and host server), ResourceZones (one per PCIe switch:
+what its hosts can reach) and the FreePool/ActivePool views.
+
+Like the host inventory, reconciliation is level-triggered. The composition state of a
+block (``CompositionStatus``, ``Pool``, ``Client``, ``Links.ComputerSystems``) belongs to
+the composition service, not to the inventory, and is kept across reconciliations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..drivers.contract import Device, Host, Inventory, Sled
+from ..store import Store
+from . import uris
+from .accounts import collection_doc
+from .kind import Kind
+
+COMPOSITION_SERVICE = uris.COMPOSITION_SERVICE
+BLOCKS = uris.RESOURCE_BLOCKS
+ZONES = COMPOSITION_SERVICE + "/ResourceZones"
+FREE_POOL = COMPOSITION_SERVICE + "/FreePool"
+ACTIVE_POOL = COMPOSITION_SERVICE + "/ActivePool"
+RESERVATIONS = COMPOSITION_SERVICE + "/CompositionReservations"
+
+COMPOSITION_SERVICE_TYPE = "#CompositionService.v1_2_3.CompositionService"
+BLOCK_TYPE = "#ResourceBlock.v1_4_3.ResourceBlock"
+ZONE_TYPE = "#Zone.v1_6_3.Zone"
+PROCESSOR_TYPE = "#Processor.v1_22_0.Processor"
+DRIVE_TYPE = "#Drive.v1_22_0.Drive"
+MEMORY_TYPE = "#Memory.v1_23_0.Memory"
+NETWORK_INTERFACE_TYPE = "#NetworkInterface.v1_2_3.NetworkInterface"
+
+STATE_KEYS = ("CompositionStatus", "Pool", "Client")
+OK = {"State": "Enabled", "Health": "OK"}
+BLOCK_TYPES = {"GPU": "Processor", "NVMe": "Storage", "CXLMemory": "Memory",
+               "DPU": "Network", "NIC": "Network"}
+
+
+def ref(uri: str) -> dict[str, str]:
+    return {"@odata.id": uri}
+
+
+def host_block_id(host: Host) -> str:
+    return uris.host_block_id(host.id)
+
+
+def composition_service_doc() -> dict[str, Any]:
+    return {
+        "@odata.id": COMPOSITION_SERVICE,
+        "@odata.type": COMPOSITION_SERVICE_TYPE,
+        "Id": "CompositionService",
+        "Name": "Composition Service",
+        "Description": "Pooled devices and the host servers they can be attached to",
+        "Status": OK,
+        "ServiceEnabled": True,
+        "AllowOverprovisioning": False,
+        "AllowZoneAffinity": True,
+        "ReservationDuration": "PT10M",
+        "ResourceBlocks": ref(BLOCKS),
+        "ResourceZones": ref(ZONES),
+        "FreePool": ref(FREE_POOL),
+        "ActivePool": ref(ACTIVE_POOL),
+        "CompositionReservations": ref(RESERVATIONS),
+    }
+
+
+def _block(block_id: str, name: str, types: list[str]) -> dict[str, Any]:
+    return {
+        "@odata.id": f"{BLOCKS}/{block_id}",
+        "@odata.type": BLOCK_TYPE,
+        "Id": block_id,
+        "Name": name,
+        "ResourceBlockType": types,
+        "Status": OK,
+        "CompositionStatus": {
+            "CompositionState": "Unused",
+            "Reserved": False,
+            "SharingCapable": False,
+            "MaxCompositions": 1,
+            "NumberOfCompositions": 0,
+        },
+        "Pool": "Free",
+        "Links": {"ComputerSystems": [], "Zones": []},
+    }
+
+
+def _contained(block: dict[str, Any], prop: str, member_id: str,
+               doc: dict[str, Any]) -> dict[str, Any]:
+    """A resource inside a block (``Processors``, ``Drives``...), linked from it."""
+    uri = f"{block['@odata.id']}/{prop}/{member_id}"
+    block.setdefault(prop, []).append(ref(uri))
+    block[f"{prop}@odata.count"] = len(block[prop])
+    return {"@odata.id": uri, "Id": member_id, "Status": OK, **doc}
+
+
+def device_documents(device: Device) -> list[dict[str, Any]]:
+    block = _block(device.id, f"{device.kind} {device.id}", [BLOCK_TYPES[device.kind]])
+    common = {"Manufacturer": device.manufacturer, "Model": device.model,
+              "SerialNumber": device.serial}
+    if device.kind == "GPU":
+        inner = _contained(block, "Processors", "GPU0", {
+            "@odata.type": PROCESSOR_TYPE, "Name": f"GPU {device.id}",
+            "ProcessorType": "GPU", "ProcessorMemory": [{"CapacityMiB": device.memory_mib}],
+            **common,
+        })
+    elif device.kind == "NVMe":
+        inner = _contained(block, "Drives", "Drive0", {
+            "@odata.type": DRIVE_TYPE, "Name": f"NVMe drive {device.id}",
+            "Protocol": "NVMe", "MediaType": "SSD", "CapacityBytes": device.capacity_bytes,
+            **common,
+        })
+    elif device.kind == "CXLMemory":
+        inner = _contained(block, "Memory", "Memory0", {
+            "@odata.type": MEMORY_TYPE, "Name": f"CXL memory {device.id}",
+            "MemoryType": "DRAM", "MemoryDeviceType": "DDR5", "MemoryMedia": ["DRAM"],
+            "CapacityMiB": device.memory_mib, **common,
+        })
+    else:  # DPU, NIC
+        inner = _contained(block, "NetworkInterfaces", "NIC0", {
+            "@odata.type": NETWORK_INTERFACE_TYPE, "Name": f"{device.kind} {device.id}",
+        })
+    return [block, inner]
+
+
+def sled_documents(sled: Sled) -> list[dict[str, Any]]:
+    block = _block(sled.id, f"Compute sled {sled.id}", ["Compute"])
+    docs = [block]
+    for n in range(sled.cpu_count):
+        docs.append(_contained(block, "Processors", f"CPU{n}", {
+            "@odata.type": PROCESSOR_TYPE, "Name": f"CPU {n} of {sled.id}",
+            "ProcessorType": "CPU", "TotalCores": sled.cores,
+            "Manufacturer": sled.manufacturer, "Model": sled.cpu_model,
+        }))
+    docs.append(_contained(block, "Memory", "DRAM0", {
+        "@odata.type": MEMORY_TYPE, "Name": f"Memory of {sled.id}",
+        "MemoryType": "DRAM", "MemoryDeviceType": "DDR5",
+        "CapacityMiB": sled.memory_gib * 1024,
+    }))
+    return docs
+
+
+def host_block(host: Host) -> dict[str, Any]:
+    block = _block(host_block_id(host), f"Host server {host.id}", ["ComputerSystem"])
+    block["ComputerSystems"] = [ref(f"{uris.SYSTEMS}/{host.id}")]
+    block["ComputerSystems@odata.count"] = 1
+    return block
+
+
+def zones(inventory: Inventory) -> dict[str, list[str]]:
+    """Zone id -> block URIs: per PCIe switch, its hosts, the devices and sleds behind it,
+    and the CXL devices whose switch reaches one of its hosts."""
+    out: dict[str, list[str]] = {}
+    cxl_hosts = {s.id: set(s.hosts) for s in inventory.switches if s.protocol == "CXL"}
+    for switch in inventory.switches:
+        if switch.protocol != "PCIe":
+            continue
+        members = [f"{BLOCKS}/{host_block_id(h)}" for h in inventory.hosts
+                   if h.id in switch.hosts]
+        members += [f"{BLOCKS}/{s.id}" for s in inventory.sleds if s.switch == switch.id]
+        for device in inventory.devices:
+            reach = cxl_hosts.get(device.switch)
+            if device.switch == switch.id or (reach and reach & set(switch.hosts)):
+                members.append(f"{BLOCKS}/{device.id}")
+        out[switch.id] = members
+    return out
+
+
+def zone_doc(zone_id: str, members: list[str]) -> dict[str, Any]:
+    return {
+        "@odata.id": f"{ZONES}/{zone_id}",
+        "@odata.type": ZONE_TYPE,
+        "Id": zone_id,
+        "Name": f"Resources reachable through {zone_id}",
+        "ZoneType": "ZoneOfResourceBlocks",
+        "Status": OK,
+        "Links": {"ResourceBlocks": [ref(u) for u in members]},
+    }
+
+
+def desired(inventory: Inventory) -> dict[str, dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for host in inventory.hosts:
+        docs.append(host_block(host))
+    for sled in inventory.sleds:
+        docs += sled_documents(sled)
+    for device in inventory.devices:
+        docs += device_documents(device)
+    by_uri = {d["@odata.id"]: d for d in docs}
+    for zone_id, members in zones(inventory).items():
+        by_uri[f"{ZONES}/{zone_id}"] = zone_doc(zone_id, members)
+        for uri in members:
+            by_uri[uri]["Links"]["Zones"].append(ref(f"{ZONES}/{zone_id}"))
+    return by_uri
+
+
+async def reconcile(store: Store, inventory: Inventory) -> None:
+    wanted = desired(inventory)
+    async with store.transaction("service") as tx:
+        if not tx.exists(COMPOSITION_SERVICE):
+            tx.create(COMPOSITION_SERVICE, composition_service_doc())
+        for uri, entity, name in (
+            (BLOCKS, "ResourceBlockCollection", "Resource Blocks"),
+            (ZONES, "ZoneCollection", "Resource Zones"),
+            (FREE_POOL, "ResourceBlockCollection", "Free Pool"),
+            (ACTIVE_POOL, "ResourceBlockCollection", "Active Pool"),
+            (RESERVATIONS, "CompositionReservationCollection", "Composition Reservations"),
+        ):
+            if not tx.exists(uri):
+                tx.create(uri, collection_doc(uri, entity, name))
+        # Blocks and zones that left the inventory go, with what they contain.
+        for collection in (BLOCKS, ZONES):
+            for uri in store.members(collection):
+                if uri not in wanted:
+                    tx.delete(uri)
+        for uri, doc in wanted.items():
+            current = tx.get(uri)
+            if current is not None and doc.get("@odata.type") == BLOCK_TYPE:
+                for key in STATE_KEYS:
+                    if key in current:
+                        doc[key] = current[key]
+                doc["Links"]["ComputerSystems"] = current.get("Links", {}).get(
+                    "ComputerSystems", [])
+            tx.put(uri, doc)
+        blocks = [u for u, d in wanted.items() if d.get("@odata.type") == BLOCK_TYPE]
+        free, active = [], []
+        for uri in blocks:
+            status = (tx.get(uri) or {}).get("CompositionStatus", {})
+            state = status.get("CompositionState")
+            if state == "Unused" and not status.get("Reserved"):
+                free.append(ref(uri))
+            elif state in ("Composed", "ComposedAndAvailable"):
+                active.append(ref(uri))
+        for uri, members in ((FREE_POOL, free), (ACTIVE_POOL, active)):
+            pool = tx.get(uri) or {}
+            pool["Members"] = members
+            pool["Members@odata.count"] = len(members)
+            tx.put(uri, pool)
+
+
+class ResourceBlockKind(Kind):
+    entity = "ResourceBlock"
+    excerpt = ("Id", "Name", "ResourceBlockType", "CompositionStatus")
+
+
+KINDS = [ResourceBlockKind()]
