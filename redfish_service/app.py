@@ -12,7 +12,7 @@ from aiohttp import web
 from . import services
 from .config import Settings
 from .drivers import registry as drivers
-from .drivers.contract import InventoryDriver
+from .drivers.contract import BindingDriver, InventoryDriver
 from .protocol import dispatch, middleware, wire
 from .resources import (
     accounts,
@@ -25,6 +25,7 @@ from .resources import (
     tasks,
 )
 from .resources.bootstrap import bootstrap, bootstrap_schema_files
+from .resources.composer import Composer
 from .resources.kind import Kinds
 from .security.accounts import Accounts
 from .security.auth import authenticate
@@ -81,9 +82,15 @@ def create_app(
         generated = await bootstrap(store, settings, product_version())
         if generated is not None and on_admin_password is not None:
             on_admin_password(generated)
-        found = await (driver or drivers.load("simulated")).discover()
+        fabric = driver or drivers.load("simulated")
+        found = await fabric.discover()
         await inventory.reconcile(store, found)
         await pool.reconcile(store, found)
+        if not isinstance(fabric, BindingDriver):
+            raise TypeError(f"driver {type(fabric).__name__} cannot bind devices")
+        composer = Composer(store, fabric)
+        app[services.COMPOSER] = composer
+        await composer.recover()
         await bootstrap_schema_files(store)
         sessions_service.load()
         sessions_service.start()

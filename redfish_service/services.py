@@ -8,6 +8,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .resources.composer import Composer
     from .resources.kind import Kinds
     from .security.accounts import Accounts
     from .security.sessions import Sessions
@@ -18,3 +19,4 @@ STORE: web.AppKey[Store] = web.AppKey("store")
 KINDS: web.AppKey[Kinds] = web.AppKey("kinds")
 ACCOUNTS: web.AppKey[Accounts] = web.AppKey("accounts")
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")
+COMPOSER: web.AppKey[Composer] = web.AppKey("composer")

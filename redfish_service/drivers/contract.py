@@ -87,4 +87,39 @@ class InventoryDriver(abc.ABC):
 
 
 class DriverError(Exception):
-    """Base of the typed driver errors."""
+    """Base of the typed driver errors. ``transient`` errors may succeed if retried."""
+
+    transient = False
+
+
+class DeviceBusy(DriverError):
+    """The device is bound to another host."""
+
+
+class DeviceNotFound(DriverError):
+    """The driver knows no such device or host."""
+
+
+class LinkDown(DriverError):
+    """The path between the device and the host is down."""
+
+    transient = True
+
+
+class DriverTimeout(DriverError):
+    """The operation did not finish in time; the driver undid what it could."""
+
+    transient = True
+
+
+class BindingDriver(abc.ABC):
+    """Attaches pooled devices to hosts. Both operations are idempotent: binding a
+    device already bound to that host, or unbinding one that is not bound, succeeds."""
+
+    @abc.abstractmethod
+    async def bind(self, device_id: str, host_id: str) -> None:
+        """Attach ``device_id`` to ``host_id`` (hot-plug it into the host's hierarchy)."""
+
+    @abc.abstractmethod
+    async def unbind(self, device_id: str, host_id: str) -> None:
+        """Detach ``device_id`` from ``host_id``."""

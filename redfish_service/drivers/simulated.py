@@ -8,12 +8,23 @@ A rack of one's own is the same structure in YAML (``RackSpec``).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .contract import Device, Host, Inventory, InventoryDriver, Sled, Switch
+from .contract import (
+    BindingDriver,
+    Device,
+    DeviceBusy,
+    DeviceNotFound,
+    Host,
+    Inventory,
+    InventoryDriver,
+    Sled,
+    Switch,
+)
 
 # UUIDs and serials derive from the rack name and ids: stable across restarts and
 # machines, as real firmware identities are.
@@ -75,6 +86,7 @@ class SledSpec(_Spec):
 
 class RackSpec(_Spec):
     name: str = "rack1"
+    bind_latency_s: float = Field(0.002, ge=0, le=60)
     hosts: list[HostSpec]
     switches: list[SwitchSpec] = []
     devices: list[DeviceGroup] = []
@@ -116,11 +128,36 @@ def default_rack() -> RackSpec:
     )
 
 
-class SimulatedDriver(InventoryDriver):
+class SimulatedDriver(InventoryDriver, BindingDriver):
     def __init__(self, rack: RackSpec | dict[str, Any] | None = None) -> None:
         if isinstance(rack, dict):
             rack = RackSpec.model_validate(rack)
         self.rack = rack or default_rack()
+        self.bindings: dict[str, str] = {}  # device id -> host id, the fabric's state
+
+    def _check(self, device_id: str, host_id: str) -> None:
+        devices = {g.prefix + str(i) for g in self.rack.devices for i in range(1, g.count + 1)}
+        if device_id not in devices:
+            raise DeviceNotFound(f"no device {device_id}")
+        if host_id not in {h.id for h in self.rack.hosts}:
+            raise DeviceNotFound(f"no host {host_id}")
+
+    async def bind(self, device_id: str, host_id: str) -> None:
+        self._check(device_id, host_id)
+        current = self.bindings.get(device_id)
+        if current == host_id:
+            return
+        if current is not None:
+            raise DeviceBusy(f"{device_id} is bound to {current}")
+        await asyncio.sleep(self.rack.bind_latency_s)  # link training, enumeration
+        self.bindings[device_id] = host_id
+
+    async def unbind(self, device_id: str, host_id: str) -> None:
+        self._check(device_id, host_id)
+        if self.bindings.get(device_id) != host_id:
+            return
+        await asyncio.sleep(self.rack.bind_latency_s)
+        del self.bindings[device_id]
 
     def _serial(self, kind: str, n: int) -> str:
         return f"SIM-{self.rack.name.upper()}-{kind}-{n:04d}"

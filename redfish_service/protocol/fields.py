@@ -24,7 +24,7 @@ import orjson
 from .messages import message
 
 
-def _render(value: Any, limit: int = 128) -> str:
+def shown_value(value: Any, limit: int = 128) -> str:
     """A short printable form of a client's value for a message argument."""
     if isinstance(value, str):
         text = value
@@ -53,7 +53,7 @@ class Field:
         raise NotImplementedError
 
     def _type_error(self, path: str, value: Any) -> tuple[Any, list[dict]]:
-        shown = "******" if self.write_only else _render(value)
+        shown = "******" if self.write_only else shown_value(value)
         return None, [message("PropertyValueTypeError", shown, path, related=[_ptr(path)])]
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ..security.accounts import Accounts
     from ..security.sessions import Sessions
     from ..store import Store
+    from .composer import Composer
     from .kind import Kinds
 
 
@@ -54,6 +55,10 @@ class Ctx:
     @property
     def sessions(self) -> Sessions:
         return self.app[services.SESSIONS]
+
+    @property
+    def composer(self) -> Composer:
+        return self.app[services.COMPOSER]
 
     @property
     def actor(self) -> str | None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..drivers.contract import Host, Inventory
-from ..protocol.fields import Str
+from ..protocol.errors import RedfishError
+from ..protocol.fields import Str, shown_value
 from ..store import Store
 from . import uris
-from .kind import Kind
+from .context import Ctx
+from .kind import ActionResult, Kind
 
 SYSTEM_TYPE = "#ComputerSystem.v1_27_0.ComputerSystem"
 CHASSIS_TYPE = "#Chassis.v1_28_0.Chassis"
@@ -41,6 +43,13 @@ def system_doc(host: Host) -> dict[str, Any]:
             "Model": host.cpu_model,
         },
         "MemorySummary": {"TotalSystemMemoryGiB": host.memory_gib},
+        "Composition": {"UseCases": ["ExpandableSystem"]},
+        "Actions": {
+            f"#ComputerSystem.{name}": {
+                "target": f"{uris.SYSTEMS}/{host.id}/Actions/ComputerSystem.{name}"
+            }
+            for name in ("AddResourceBlock", "RemoveResourceBlock")
+        },
         "Links": {
             "Chassis": [{"@odata.id": f"{uris.CHASSIS}/{host.id}"}],
             "ManagedBy": [{"@odata.id": uris.MANAGER}],
@@ -86,6 +95,11 @@ async def reconcile(store: Store, inventory: Inventory) -> None:
                 for key in CLIENT_OWNED:
                     if key in current:
                         doc[key] = current[key]
+                # Blocks attached to a host belong to the composition, not the inventory.
+                attached = current.get("Links", {}).get("ResourceBlocks")
+                if attached and "ResourceBlocks" in doc["Links"]:
+                    own = doc["Links"]["ResourceBlocks"]
+                    doc["Links"]["ResourceBlocks"] = own + [b for b in attached if b not in own]
                 current.pop("@odata.etag", None)
                 if current == doc:
                     continue
@@ -103,9 +117,50 @@ async def reconcile(store: Store, inventory: Inventory) -> None:
             tx.put(uris.MANAGER, manager)
 
 
+_BLOCK_PARAMS = ("ResourceBlock", "ResourceBlockETag", "ComputerSystemETag")
+
+
+def _block_params(action: str, body: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """The ResourceBlock link and the two ETag parameters of Add/RemoveResourceBlock."""
+    for key in body:
+        if key not in _BLOCK_PARAMS and not key.startswith("@"):
+            raise RedfishError.of(400, "ActionParameterUnknown", action, key)
+    if "ResourceBlock" not in body:
+        raise RedfishError.of(400, "ActionParameterMissing", action, "ResourceBlock")
+    link = body["ResourceBlock"]
+    if not isinstance(link, dict) or not isinstance(link.get("@odata.id"), str):
+        raise RedfishError.of(400, "ActionParameterValueTypeError", shown_value(link),
+                              "ResourceBlock", action)
+    etags = []
+    for key in ("ResourceBlockETag", "ComputerSystemETag"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise RedfishError.of(400, "ActionParameterValueTypeError", shown_value(value),
+                                  key, action)
+        etags.append(value)
+    return link["@odata.id"].rstrip("/"), etags[0], etags[1]
+
+
 class SystemKind(Kind):
     entity = "ComputerSystem"
     writable = {"AssetTag": Str(max_length=64, nullable=True)}
+    actions = {
+        "ComputerSystem.AddResourceBlock": "add_block",
+        "ComputerSystem.RemoveResourceBlock": "remove_block",
+    }
+
+    async def _change(self, ctx: Ctx, uri: str, body: dict[str, Any], attach: bool,
+                      action: str) -> ActionResult:
+        block, block_etag, system_etag = _block_params(action, body)
+        await ctx.composer.change(ctx.actor, uri, block, attach=attach,
+                                  etags={block: block_etag, uri: system_etag})
+        return ActionResult(204)
+
+    async def add_block(self, ctx: Ctx, uri: str, body: dict[str, Any]) -> ActionResult:
+        return await self._change(ctx, uri, body, True, "ComputerSystem.AddResourceBlock")
+
+    async def remove_block(self, ctx: Ctx, uri: str, body: dict[str, Any]) -> ActionResult:
+        return await self._change(ctx, uri, body, False, "ComputerSystem.RemoveResourceBlock")
 
 
 class ChassisKind(Kind):

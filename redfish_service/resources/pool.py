@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..drivers.contract import Device, Host, Inventory, Sled
-from ..store import Store
+from ..store import Store, Transaction
 from . import uris
 from .accounts import collection_doc
 from .kind import Kind
@@ -223,20 +223,24 @@ async def reconcile(store: Store, inventory: Inventory) -> None:
                 doc["Links"]["ComputerSystems"] = current.get("Links", {}).get(
                     "ComputerSystems", [])
             tx.put(uri, doc)
-        blocks = [u for u, d in wanted.items() if d.get("@odata.type") == BLOCK_TYPE]
-        free, active = [], []
-        for uri in blocks:
-            status = (tx.get(uri) or {}).get("CompositionStatus", {})
-            state = status.get("CompositionState")
-            if state == "Unused" and not status.get("Reserved"):
-                free.append(ref(uri))
-            elif state in ("Composed", "ComposedAndAvailable"):
-                active.append(ref(uri))
-        for uri, members in ((FREE_POOL, free), (ACTIVE_POOL, active)):
-            pool = tx.get(uri) or {}
-            pool["Members"] = members
-            pool["Members@odata.count"] = len(members)
-            tx.put(uri, pool)
+        refresh_pools(tx, [u for u, d in wanted.items() if d.get("@odata.type") == BLOCK_TYPE])
+
+
+def refresh_pools(tx: Transaction, blocks: list[str]) -> None:
+    """FreePool and ActivePool as the blocks' states say, in collection order."""
+    free, active = [], []
+    for uri in blocks:
+        status = (tx.get(uri) or {}).get("CompositionStatus", {})
+        state = status.get("CompositionState")
+        if state == "Unused" and not status.get("Reserved"):
+            free.append(ref(uri))
+        elif state in ("Composed", "ComposedAndAvailable"):
+            active.append(ref(uri))
+    for uri, members in ((FREE_POOL, free), (ACTIVE_POOL, active)):
+        pool = tx.get(uri) or {}
+        pool["Members"] = members
+        pool["Members@odata.count"] = len(members)
+        tx.put(uri, pool)
 
 
 class ResourceBlockKind(Kind):

@@ -1,0 +1,126 @@
+"""Pure planning of expansion and reduction of a host server: no I/O, no aiohttp, no
+driver. Given the documents as they are, either a step to carry out or a Redfish error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..protocol.errors import RedfishError
+from .messages import COMPOSITION
+
+# Blocks a running host can take: devices, not other hosts or compute sleds.
+EXPANSION_TYPES = frozenset({"Processor", "Storage", "Memory", "Network"})
+FREE_STATES = frozenset({"Unused"})
+
+
+def refuse(status: int, key: str, *args: Any) -> RedfishError:
+    return RedfishError.of(status, key, *args, registry=COMPOSITION)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockView:
+    uri: str
+    id: str
+    types: frozenset[str]
+    state: str
+    reserved: bool
+    zones: frozenset[str]
+    systems: tuple[str, ...]
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> BlockView:
+        status = doc.get("CompositionStatus", {})
+        links = doc.get("Links", {})
+        return cls(
+            uri=doc["@odata.id"],
+            id=doc["Id"],
+            types=frozenset(doc.get("ResourceBlockType", ())),
+            state=status.get("CompositionState", ""),
+            reserved=bool(status.get("Reserved")),
+            zones=frozenset(z["@odata.id"] for z in links.get("Zones", ())),
+            systems=tuple(s["@odata.id"] for s in links.get("ComputerSystems", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Bind (attach=True) or unbind ``device_id`` with ``host_id``."""
+
+    attach: bool
+    block_uri: str
+    device_id: str
+    system_uri: str
+    host_id: str
+
+
+def _host_block(system: dict[str, Any], blocks: dict[str, dict[str, Any]]) -> BlockView:
+    for link in system.get("Links", {}).get("ResourceBlocks", ()):
+        doc = blocks.get(link["@odata.id"])
+        if doc and "ComputerSystem" in doc.get("ResourceBlockType", ()):
+            return BlockView.of(doc)
+    raise refuse(400, "ResourceBlockInvalid", system.get("Id", ""))
+
+
+def plan_add(system: dict[str, Any], block_uri: str,
+             blocks: dict[str, dict[str, Any]]) -> Step:
+    """Attach the device of ``block_uri`` to the expandable ``system``."""
+    host = _host_block(system, blocks)
+    doc = blocks.get(block_uri)
+    if doc is None:
+        raise refuse(400, "ResourceBlockNotFound", block_uri.rsplit("/", 1)[-1])
+    block = BlockView.of(doc)
+    if not block.types or not block.types <= EXPANSION_TYPES:
+        raise refuse(400, "ResourceBlockInvalid", block.id)
+    if system["@odata.id"] in block.systems:
+        raise refuse(409, "ResourceBlockInUse", block.id)
+    if block.state not in FREE_STATES or block.reserved:
+        raise refuse(409, "ResourceBlockInUse", block.id)
+    if not block.zones & host.zones:
+        raise refuse(400, "IncompatibleZone")
+    return Step(True, block.uri, block.id, system["@odata.id"], system["Id"])
+
+
+def plan_remove(system: dict[str, Any], block_uri: str,
+                blocks: dict[str, dict[str, Any]]) -> Step:
+    """Detach the device of ``block_uri`` from ``system``."""
+    host = _host_block(system, blocks)
+    doc = blocks.get(block_uri)
+    if doc is None:
+        raise refuse(400, "ResourceBlockNotFound", block_uri.rsplit("/", 1)[-1])
+    block = BlockView.of(doc)
+    if block.uri == host.uri or system["@odata.id"] not in block.systems:
+        raise refuse(400, "ResourceBlockInvalid", block.id)
+    if block.state == "Composing":
+        raise refuse(409, "ResourceBlockInUse", block.id)
+    return Step(False, block.uri, block.id, system["@odata.id"], system["Id"])
+
+
+def composed(block: dict[str, Any], system_uri: str) -> dict[str, Any]:
+    """The block after joining ``system_uri``."""
+    out = dict(block)
+    status = dict(out["CompositionStatus"])
+    status.update(CompositionState="Composed", NumberOfCompositions=1)
+    out["CompositionStatus"] = status
+    out["Pool"] = "Active"
+    out["Links"] = {**out["Links"], "ComputerSystems": [{"@odata.id": system_uri}]}
+    return out
+
+
+def released(block: dict[str, Any]) -> dict[str, Any]:
+    """The block after leaving its system."""
+    out = dict(block)
+    status = dict(out["CompositionStatus"])
+    status.update(CompositionState="Unused", NumberOfCompositions=0)
+    out["CompositionStatus"] = status
+    out["Pool"] = "Free"
+    out.pop("Client", None)
+    out["Links"] = {**out["Links"], "ComputerSystems": []}
+    return out
+
+
+def with_state(block: dict[str, Any], state: str) -> dict[str, Any]:
+    out = dict(block)
+    out["CompositionStatus"] = {**out["CompositionStatus"], "CompositionState": state}
+    return out
