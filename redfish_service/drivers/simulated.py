@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import defaultdict
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -134,6 +135,8 @@ class SimulatedDriver(InventoryDriver, BindingDriver):
             rack = RackSpec.model_validate(rack)
         self.rack = rack or default_rack()
         self.bindings: dict[str, str] = {}  # device id -> host id, the fabric's state
+        # A device's port changes one operation at a time, as on a real switch.
+        self._ports: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def _check(self, device_id: str, host_id: str) -> None:
         devices = {g.prefix + str(i) for g in self.rack.devices for i in range(1, g.count + 1)}
@@ -144,20 +147,22 @@ class SimulatedDriver(InventoryDriver, BindingDriver):
 
     async def bind(self, device_id: str, host_id: str) -> None:
         self._check(device_id, host_id)
-        current = self.bindings.get(device_id)
-        if current == host_id:
-            return
-        if current is not None:
-            raise DeviceBusy(f"{device_id} is bound to {current}")
-        await asyncio.sleep(self.rack.bind_latency_s)  # link training, enumeration
-        self.bindings[device_id] = host_id
+        async with self._ports[device_id]:
+            current = self.bindings.get(device_id)
+            if current == host_id:
+                return
+            if current is not None:
+                raise DeviceBusy(f"{device_id} is bound to {current}")
+            await asyncio.sleep(self.rack.bind_latency_s)  # link training, enumeration
+            self.bindings[device_id] = host_id
 
     async def unbind(self, device_id: str, host_id: str) -> None:
         self._check(device_id, host_id)
-        if self.bindings.get(device_id) != host_id:
-            return
-        await asyncio.sleep(self.rack.bind_latency_s)
-        del self.bindings[device_id]
+        async with self._ports[device_id]:
+            if self.bindings.get(device_id) != host_id:
+                return
+            await asyncio.sleep(self.rack.bind_latency_s)
+            del self.bindings[device_id]
 
     def _serial(self, kind: str, n: int) -> str:
         return f"SIM-{self.rack.name.upper()}-{kind}-{n:04d}"
