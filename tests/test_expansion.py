@@ -289,3 +289,80 @@ def test_attached_devices_survive_sigkill(tmp_path):
         assert f"{BLOCKS}/gpu1-1" in free and f"{BLOCKS}/nvme2-2" not in free
     finally:
         svc.stop()
+
+
+# -- PATCH of Links.ResourceBlocks -------------------------------------------------------
+
+HOST1 = "/redfish/v1/Systems/host1"
+HOST1_BLOCK = {"@odata.id": f"{BLOCKS}/system-host1"}
+
+
+def refs(*names):
+    return [{"@odata.id": f"{BLOCKS}/{n}"} for n in names]
+
+
+def without_etags(docs):
+    return {u: {k: v for k, v in d.items() if k != "@odata.etag"} for u, (_, d) in docs.items()}
+
+
+async def test_patch_links_replaces_the_attached_set(rf, driver):
+    resp = await rf.patch(HOST1, headers=ADMIN, json={
+        "Links": {"ResourceBlocks": [HOST1_BLOCK, *refs("gpu1-1", "nvme1-1")]}})
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["Links"]["ResourceBlocks"] == [HOST1_BLOCK, *refs("gpu1-1", "nvme1-1")]
+    assert resp.headers["ETag"] == body["@odata.etag"]
+    assert driver.bindings == {"gpu1-1": "host1", "nvme1-1": "host1"}
+    # array rules: {} keeps position 0, null drops position 1, the rest is replaced
+    resp = await rf.patch(HOST1, headers=ADMIN, json={
+        "Links": {"ResourceBlocks": [{}, None, *refs("gpu1-2")]}})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["Links"]["ResourceBlocks"] == [HOST1_BLOCK, *refs("gpu1-2")]
+    assert driver.bindings == {"gpu1-2": "host1"}
+
+
+async def test_patch_links_is_all_or_nothing(rf, driver):
+    watched = (HOST1, f"{BLOCKS}/gpu1-3", "/redfish/v1/CompositionService/FreePool")
+    before = without_etags(await state(rf, *watched))
+    resp = await rf.patch(HOST1, headers=ADMIN, json={
+        "Links": {"ResourceBlocks": [HOST1_BLOCK, *refs("gpu1-3", "gpu2-1")]}})
+    assert resp.status == 400
+    assert await error_id(resp) == "Composition.1.1.IncompatibleZone"
+    assert without_etags(await state(rf, *watched)) == before
+    assert driver.bindings == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"Links": {"ResourceBlocks": refs("gpu1-1")}}, 400,
+         "Composition.1.1.ResourceBlockInvalid"),  # would drop the host's own block
+        ({"Links": {"ResourceBlocks": "gpu1-1"}}, 400, "Base.1.22.PropertyValueTypeError"),
+        ({"Links": {"ResourceBlocks": [HOST1_BLOCK, "gpu1-1"]}}, 400,
+         "Base.1.22.PropertyValueTypeError"),
+        ({"Links": {"ResourceBlocks": [HOST1_BLOCK, *refs("gpu1-1")]}, "BogusProp": 1}, 400,
+         "Base.1.22.PropertyUnknown"),
+    ],
+)
+async def test_patch_links_refusals_change_nothing(rf, driver, body, status, message):
+    before = await state(rf, HOST1, f"{BLOCKS}/gpu1-1")
+    resp = await rf.patch(HOST1, headers=ADMIN, json=body)
+    assert resp.status == status, await resp.text()
+    assert await error_id(resp) == message
+    assert await state(rf, HOST1, f"{BLOCKS}/gpu1-1") == before
+    assert driver.bindings == {}
+
+
+async def test_patch_links_honours_if_match(rf, driver):
+    etag = (await rf.get(HOST1, headers=ADMIN)).headers["ETag"]
+    body = {"Links": {"ResourceBlocks": [HOST1_BLOCK, *refs("gpu1-6")]}}
+    resp = await rf.patch(HOST1, json=body, headers={**ADMIN, "If-Match": '"1"'})
+    assert resp.status == 412
+    assert driver.bindings == {}
+    resp = await rf.patch(HOST1, json={**body, "AssetTag": "rack1-u12"},
+                          headers={**ADMIN, "If-Match": etag})
+    assert resp.status == 200, await resp.text()
+    doc = await resp.json()
+    assert doc["AssetTag"] == "rack1-u12"
+    assert doc["Links"]["ResourceBlocks"] == [HOST1_BLOCK, *refs("gpu1-6")]
+    assert driver.bindings == {"gpu1-6": "host1"}

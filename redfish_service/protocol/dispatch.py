@@ -103,15 +103,19 @@ def _target(ctx: Ctx, uri: str, method: str) -> tuple[Entry, Kind]:
     return entry, kind
 
 
-def check_if_match(request: web.Request, entry: Entry) -> None:
+def if_match_tags(request: web.Request) -> list[str] | None:
     header = request.headers.get("If-Match")
-    if header is None:
-        return
-    tags = [t.strip() for t in header.split(",")]
+    return None if header is None else [t.strip() for t in header.split(",")]
+
+
+def etag_matches(tags: list[str] | None, entry: Entry) -> bool:
     # A live-rendered document is served with the weak form of its revision ETag.
-    if "*" in tags or entry.etag in tags or f"W/{entry.etag}" in tags:
-        return
-    raise RedfishError.of(412, "PreconditionFailed")
+    return tags is None or "*" in tags or entry.etag in tags or f"W/{entry.etag}" in tags
+
+
+def check_if_match(request: web.Request, entry: Entry) -> None:
+    if not etag_matches(if_match_tags(request), entry):
+        raise RedfishError.of(412, "PreconditionFailed")
 
 
 async def read_json(request: web.Request, *, required: bool) -> Any:
@@ -211,12 +215,21 @@ async def do_patch(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
     body = await read_json(request, required=True)
     patched = body.keys() if isinstance(body, dict) else None
     authorize(ctx, "PATCH", uri, entry.doc, patched)
+    handled = False
+    if isinstance(body, dict) and body:
+        body, handled = await kind.pre_patch(ctx, uri, body, if_match_tags(request))
+        if handled and all(k.startswith("@") for k in body):
+            view = representation(ctx, uri)
+            if view is None:
+                raise not_found(uri)
+            return json_response(200, view[0], view[1])
     messages: list[dict] = []
     async with ctx.store.transaction(ctx.actor) as tx:
         current = ctx.store.get(uri)
         if current is None:
             raise not_found(uri)
-        check_if_match(request, current)
+        if not handled:
+            check_if_match(request, current)
         result = apply_patch(kind.writable, body, tx.get(uri) or {})
         messages += result.errors
         messages += await kind.check_patch(ctx, tx, uri, current.doc, result.doc)

@@ -7,15 +7,19 @@ report now; hosts that disappeared are removed. Properties a client may write
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from ..composition.messages import COMPOSITION
 from ..drivers.contract import Host, Inventory
 from ..protocol.errors import RedfishError
-from ..protocol.fields import Str, shown_value
+from ..protocol.fields import Str, apply_patch, shown_value
 from ..store import Store
 from . import uris
 from .context import Ctx
 from .kind import ActionResult, Kind
+
+log = logging.getLogger("redfish_service.composition")
 
 SYSTEM_TYPE = "#ComputerSystem.v1_27_0.ComputerSystem"
 CHASSIS_TYPE = "#Chassis.v1_28_0.Chassis"
@@ -117,6 +121,29 @@ async def reconcile(store: Store, inventory: Inventory) -> None:
             tx.put(uris.MANAGER, manager)
 
 
+def _wanted_blocks(value: Any, current: list[str]) -> list[str]:
+    """The new ``Links.ResourceBlocks`` with the Redfish array rules: ``null`` drops the
+    element at that position, ``{}`` keeps it."""
+    path = "Links/ResourceBlocks"
+    if not isinstance(value, list):
+        raise RedfishError.of(400, "PropertyValueTypeError", shown_value(value), path,
+                              related=["/" + path])
+    out = []
+    for i, item in enumerate(value):
+        if item is None:
+            continue
+        if item == {}:
+            if i < len(current):
+                out.append(current[i])
+            continue
+        if not isinstance(item, dict) or set(item) != {"@odata.id"} \
+                or not isinstance(item["@odata.id"], str):
+            raise RedfishError.of(400, "PropertyValueTypeError", shown_value(item),
+                                  f"{path}/{i}", related=[f"/{path}/{i}"])
+        out.append(item["@odata.id"].rstrip("/"))
+    return out
+
+
 _BLOCK_PARAMS = ("ResourceBlock", "ResourceBlockETag", "ComputerSystemETag")
 
 
@@ -148,6 +175,48 @@ class SystemKind(Kind):
         "ComputerSystem.AddResourceBlock": "add_block",
         "ComputerSystem.RemoveResourceBlock": "remove_block",
     }
+
+    async def pre_patch(self, ctx, uri, body, if_match):
+        """``Links.ResourceBlocks`` replaces the set of blocks attached to the host: the
+        ones dropped are detached, the new ones attached, all or nothing."""
+        links = body.get("Links")
+        if not isinstance(links, dict) or "ResourceBlocks" not in links:
+            return body, False
+        entry = ctx.store.get(uri)
+        if entry is None:
+            raise RedfishError.of(404, "ResourceMissingAtURI", uri)
+        if if_match is not None and "*" not in if_match and not (
+            {entry.etag, f"W/{entry.etag}"} & set(if_match)
+        ):
+            raise RedfishError.of(412, "PreconditionFailed")
+        current = [b["@odata.id"] for b in entry.doc["Links"].get("ResourceBlocks", [])]
+        wanted = _wanted_blocks(links["ResourceBlocks"], current)
+        rest = {k: v for k, v in body.items() if k != "Links"}
+        other_links = {k: v for k, v in links.items() if k != "ResourceBlocks"}
+        if other_links:
+            rest["Links"] = other_links
+        if any(not k.startswith("@") for k in rest):
+            apply_patch(self.writable, rest, entry.doc)  # refuse now, before switching
+        host_block = f"{uris.RESOURCE_BLOCKS}/{uris.host_block_id(entry.doc['Id'])}"
+        if host_block not in wanted:
+            raise RedfishError.of(400, "ResourceBlockInvalid", uris.host_block_id(
+                entry.doc["Id"]), registry=COMPOSITION, related=["/Links/ResourceBlocks"])
+        steps = [(b, False) for b in current if b not in wanted]
+        steps += [(b, True) for b in dict.fromkeys(wanted) if b not in current]
+        done: list[tuple[str, bool]] = []
+        try:
+            for block, attach in steps:
+                await ctx.composer.change(ctx.actor, uri, block, attach=attach)
+                done.append((block, attach))
+        except RedfishError:
+            for block, attach in reversed(done):
+                try:
+                    await ctx.composer.change(ctx.actor, uri, block, attach=not attach)
+                except RedfishError:
+                    log.exception("could not undo a step of a failed PATCH",
+                                  extra={"system": uri, "block": block})
+            raise
+        return rest, True
 
     async def _change(self, ctx: Ctx, uri: str, body: dict[str, Any], attach: bool,
                       action: str) -> ActionResult:

@@ -70,6 +70,15 @@ class Kind:
         """A live view of the document, or None to serve the stored bytes as they are."""
         return None
 
+    async def pre_patch(
+        self, ctx: Ctx, uri: str, body: dict[str, Any], if_match: list[str] | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Carry out the part of a PATCH that is an operation rather than a document edit
+        (a system's ``Links.ResourceBlocks``), outside the store lock. Returns the rest of
+        the body for the generic rules, and whether anything was handled (then the
+        ``If-Match`` precondition has been checked here)."""
+        return body, False
+
     async def check_patch(
         self, ctx: Ctx, tx: Transaction, uri: str, old: dict[str, Any], new: dict[str, Any]
     ) -> list[dict[str, Any]]:
