@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from redfish_service import services
 from redfish_service.app import create_app
+from redfish_service.composition.invariants import violations
 from redfish_service.config import AccountPolicy, Settings
+from redfish_service.drivers.contract import LinkDown
+from redfish_service.drivers.simulated import SimulatedDriver
 from redfish_service.store import MemoryBackend
 
 from .support.service import ADMIN_PASSWORD, ServiceProcess
@@ -82,3 +86,35 @@ def csdl_dir() -> Path | None:
 def json_schema_dir() -> Path | None:
     value = os.environ.get("REDFISH_JSON_SCHEMA_DIR")
     return Path(value) if value else None
+
+
+class FlakyDriver(SimulatedDriver):
+    """The simulated rack with a link that is down for chosen devices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down: set[str] = set()
+
+    async def bind(self, device_id: str, host_id: str) -> None:
+        if device_id in self.down:
+            raise LinkDown(f"link to {device_id} is down")
+        await super().bind(device_id, host_id)
+
+
+@pytest.fixture
+def driver():
+    """The simulated rack, with links that tests can take down."""
+    return FlakyDriver()
+
+
+@pytest.fixture
+async def rf(aiohttp_client, settings, driver):
+    """An in-process service on ``driver``; the composition invariants must hold after."""
+    app = create_app(settings, backend=MemoryBackend(), driver=driver)
+    client = await aiohttp_client(app)
+    yield client
+    store = app[services.STORE]
+    broken = violations(store.doc, store.members)
+    assert not broken, "invariants broken after the scenario:\n" + "\n".join(broken)
+
+

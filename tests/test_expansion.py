@@ -9,45 +9,17 @@ import pytest
 from redfish_service import services
 from redfish_service.app import create_app
 from redfish_service.composition.invariants import violations
-from redfish_service.drivers.contract import DeviceNotFound, LinkDown
+from redfish_service.drivers.contract import DeviceNotFound
 from redfish_service.drivers.simulated import SimulatedDriver
 from redfish_service.resources.composer import Composer
 from redfish_service.store import MemoryBackend
 
-from .conftest import ADMIN_PASSWORD, basic
+from .conftest import ADMIN_PASSWORD, FlakyDriver, basic
 
 BLOCKS = "/redfish/v1/CompositionService/ResourceBlocks"
 ADD = "/redfish/v1/Systems/{}/Actions/ComputerSystem.AddResourceBlock"
 REMOVE = "/redfish/v1/Systems/{}/Actions/ComputerSystem.RemoveResourceBlock"
 ADMIN = basic("admin", ADMIN_PASSWORD)
-
-
-class FlakyDriver(SimulatedDriver):
-    """The simulated rack with a link that is down for chosen devices."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.down: set[str] = set()
-
-    async def bind(self, device_id: str, host_id: str) -> None:
-        if device_id in self.down:
-            raise LinkDown(f"link to {device_id} is down")
-        await super().bind(device_id, host_id)
-
-
-@pytest.fixture
-def driver():
-    return FlakyDriver()
-
-
-@pytest.fixture
-async def rf(aiohttp_client, settings, driver):
-    app = create_app(settings, backend=MemoryBackend(), driver=driver)
-    client = await aiohttp_client(app)
-    yield client
-    store = app[services.STORE]
-    broken = violations(store.doc, store.members)
-    assert not broken, "invariants broken after the scenario:\n" + "\n".join(broken)
 
 
 def block(name: str) -> dict:

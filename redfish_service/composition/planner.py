@@ -55,18 +55,27 @@ class Step:
     host_id: str
 
 
-def _host_block(system: dict[str, Any], blocks: dict[str, dict[str, Any]]) -> BlockView:
+HOST_TYPES = frozenset({"ComputerSystem", "Compute"})
+
+
+def host_block(system: dict[str, Any], blocks: dict[str, dict[str, Any]]) -> BlockView:
+    """The block a system stands on: a registered host's, or a composed system's sled."""
     for link in system.get("Links", {}).get("ResourceBlocks", ()):
         doc = blocks.get(link["@odata.id"])
-        if doc and "ComputerSystem" in doc.get("ResourceBlockType", ()):
+        if doc and HOST_TYPES & set(doc.get("ResourceBlockType", ())):
             return BlockView.of(doc)
     raise refuse(400, "ResourceBlockInvalid", system.get("Id", ""))
+
+
+def driver_host(system: dict[str, Any], host: BlockView) -> str:
+    """The id the driver knows the system's root ports by."""
+    return host.id if "Compute" in host.types else system["Id"]
 
 
 def plan_add(system: dict[str, Any], block_uri: str,
              blocks: dict[str, dict[str, Any]]) -> Step:
     """Attach the device of ``block_uri`` to the expandable ``system``."""
-    host = _host_block(system, blocks)
+    host = host_block(system, blocks)
     doc = blocks.get(block_uri)
     if doc is None:
         raise refuse(400, "ResourceBlockNotFound", block_uri.rsplit("/", 1)[-1])
@@ -79,13 +88,13 @@ def plan_add(system: dict[str, Any], block_uri: str,
         raise refuse(409, "ResourceBlockInUse", block.id)
     if not block.zones & host.zones:
         raise refuse(400, "IncompatibleZone")
-    return Step(True, block.uri, block.id, system["@odata.id"], system["Id"])
+    return Step(True, block.uri, block.id, system["@odata.id"], driver_host(system, host))
 
 
 def plan_remove(system: dict[str, Any], block_uri: str,
                 blocks: dict[str, dict[str, Any]]) -> Step:
     """Detach the device of ``block_uri`` from ``system``."""
-    host = _host_block(system, blocks)
+    host = host_block(system, blocks)
     doc = blocks.get(block_uri)
     if doc is None:
         raise refuse(400, "ResourceBlockNotFound", block_uri.rsplit("/", 1)[-1])
@@ -94,7 +103,34 @@ def plan_remove(system: dict[str, Any], block_uri: str,
         raise refuse(400, "ResourceBlockInvalid", block.id)
     if block.state == "Composing":
         raise refuse(409, "ResourceBlockInUse", block.id)
-    return Step(False, block.uri, block.id, system["@odata.id"], system["Id"])
+    return Step(False, block.uri, block.id, system["@odata.id"], driver_host(system, host))
+
+
+def plan_compose(block_uris: list[str], blocks: dict[str, dict[str, Any]]
+                 ) -> tuple[BlockView, list[BlockView]]:
+    """A new system from exactly one free compute block and free device blocks that all
+    share a zone: (compute block, device blocks)."""
+    views = []
+    for uri in dict.fromkeys(block_uris):
+        doc = blocks.get(uri)
+        if doc is None:
+            raise refuse(400, "ResourceBlockNotFound", uri.rsplit("/", 1)[-1])
+        views.append(BlockView.of(doc))
+    computes = [v for v in views if "Compute" in v.types]
+    if len(computes) != 1:
+        culprit = computes[1] if computes else views[0]
+        raise refuse(400, "ResourceBlockInvalid", culprit.id)
+    devices = [v for v in views if v is not computes[0]]
+    for view in devices:
+        if not view.types or not view.types <= EXPANSION_TYPES:
+            raise refuse(400, "ResourceBlockInvalid", view.id)
+    for view in views:
+        if view.state not in FREE_STATES or view.reserved:
+            raise refuse(409, "ResourceBlockInUse", view.id)
+    common = frozenset.intersection(*(v.zones for v in views))
+    if not common:
+        raise refuse(400, "IncompatibleZone")
+    return computes[0], devices
 
 
 def composed(block: dict[str, Any], system_uri: str) -> dict[str, Any]:

@@ -142,7 +142,8 @@ class SimulatedDriver(InventoryDriver, BindingDriver):
         devices = {g.prefix + str(i) for g in self.rack.devices for i in range(1, g.count + 1)}
         if device_id not in devices:
             raise DeviceNotFound(f"no device {device_id}")
-        if host_id not in {h.id for h in self.rack.hosts}:
+        # Hosts and compute sleds both have root ports devices can be bound to.
+        if host_id not in {h.id for h in self.rack.hosts} | {s.id for s in self.rack.sleds}:
             raise DeviceNotFound(f"no host {host_id}")
 
     async def bind(self, device_id: str, host_id: str) -> None:

@@ -286,6 +286,8 @@ async def do_action(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
 async def do_delete(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
     entry, kind = _target(ctx, uri, "DELETE")
     authorize(ctx, "DELETE", uri, entry.doc)
+    if await kind.pre_delete(ctx, uri, if_match_tags(request)):
+        return web.Response(status=204)
     async with ctx.store.transaction(ctx.actor) as tx:
         current = ctx.store.get(uri)
         if current is None:

@@ -14,7 +14,9 @@ crash left ``Composing`` and replays the bindings into the driver (idempotently)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -47,6 +49,10 @@ class Composer:
         self._store = store
         self._driver = driver
         self._host_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def _blocks_now(self) -> dict[str, dict[str, Any]]:
+        return {u: d for u in self._store.members(uris.RESOURCE_BLOCKS)
+                if (d := self._store.doc(u)) is not None}
 
     def _blocks(self, tx: Transaction) -> dict[str, dict[str, Any]]:
         return {u: d for u in self._store.members(uris.RESOURCE_BLOCKS)
@@ -106,6 +112,86 @@ class Composer:
         tx.put(step.system_uri, system)
         refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
 
+    async def compose(self, actor: str | None, name: str, block_uris: list[str],
+                      system_doc) -> str:
+        """A new system from a compute block and device blocks; returns its URI.
+        ``system_doc(uri, compute_block_doc, block_uris)`` builds the system document."""
+        task = asyncio.ensure_future(self._compose(actor, name, block_uris, system_doc))
+        return await asyncio.shield(task)
+
+    async def _compose(self, actor, name, block_uris, system_doc) -> str:
+        system_uri = f"{uris.SYSTEMS}/composed-{uuid.uuid4().hex[:8]}"
+        async with self._store.transaction(actor) as tx:
+            blocks = self._blocks(tx)
+            compute, devices = planner.plan_compose(block_uris, blocks)
+            before = {v.uri: blocks[v.uri] for v in (compute, *devices)}
+            intent = {"host": compute.id, "attach": True, "system": system_uri}
+            for uri, doc in before.items():
+                tx.put(uri, planner.with_state(doc, "Composing"), {"composing": intent})
+        async with self._host_locks[compute.id]:
+            done: list[str] = []
+            try:
+                for device in devices:
+                    await self._driver.bind(device.id, compute.id)
+                    done.append(device.id)
+            except DriverError as e:
+                for device_id in reversed(done):
+                    with contextlib.suppress(DriverError):
+                        await self._driver.unbind(device_id, compute.id)
+                async with self._store.transaction(actor) as tx:
+                    for uri, doc in before.items():
+                        tx.put(uri, doc, {})
+                raise _driver_error(e, device.id) from None
+            async with self._store.transaction(actor) as tx:
+                ordered = [compute.uri, *(d.uri for d in devices)]
+                tx.create(system_uri, system_doc(system_uri, before[compute.uri], ordered, name))
+                for uri, doc in before.items():
+                    tx.put(uri, planner.composed(doc, system_uri), {})
+                refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
+        log.info("composed", extra={"system": system_uri, "blocks": len(before)})
+        return system_uri
+
+    async def decompose(self, actor: str | None, system_uri: str) -> None:
+        """Detach every device of a composed system, free its blocks, delete it."""
+        await asyncio.shield(asyncio.ensure_future(self._decompose(actor, system_uri)))
+
+    async def _decompose(self, actor, system_uri) -> None:
+        async with self._store.transaction(actor) as tx:
+            system = tx.get(system_uri)
+            if system is None:
+                raise RedfishError.of(404, "ResourceMissingAtURI", system_uri)
+            blocks = self._blocks(tx)
+            host = planner.host_block(system, blocks)
+            linked = [b["@odata.id"] for b in system["Links"].get("ResourceBlocks", [])]
+            before = {u: blocks[u] for u in linked if u in blocks}
+            for doc in before.values():
+                if doc["CompositionStatus"]["CompositionState"] == "Composing":
+                    raise planner.refuse(409, "ResourceBlockInUse", doc["Id"])
+            intent = {"host": host.id, "attach": False, "system": system_uri}
+            for uri, doc in before.items():
+                tx.put(uri, planner.with_state(doc, "Composing"), {"composing": intent})
+        async with self._host_locks[host.id]:
+            done: list[str] = []
+            devices = [d["Id"] for u, d in before.items() if u != host.uri]
+            try:
+                for device_id in devices:
+                    await self._driver.unbind(device_id, host.id)
+                    done.append(device_id)
+            except DriverError as e:
+                for device_id in reversed(done):
+                    with contextlib.suppress(DriverError):
+                        await self._driver.bind(device_id, host.id)
+                async with self._store.transaction(actor) as tx:
+                    for uri, doc in before.items():
+                        tx.put(uri, doc, {})
+                raise _driver_error(e, device_id) from None
+            async with self._store.transaction(actor) as tx:
+                tx.delete(system_uri)
+                for uri, doc in before.items():
+                    tx.put(uri, planner.released(doc), {})
+                refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
+        log.info("decomposed", extra={"system": system_uri})
+
     async def recover(self) -> None:
         """Settle what a crash interrupted and make the driver agree with the documents.
 
@@ -120,7 +206,9 @@ class Composer:
             intent = entry.private["composing"]
             block = entry.doc
             try:
-                if intent["attach"]:
+                if "Compute" in block.get("ResourceBlockType", ()):
+                    pass  # a sled is not bound to anything; only its state settles
+                elif intent["attach"]:
                     await self._driver.unbind(block["Id"], intent["host"])
                 else:
                     await self._driver.bind(block["Id"], intent["host"])
@@ -143,7 +231,15 @@ class Composer:
             systems = block.get("Links", {}).get("ComputerSystems", [])
             if not systems:
                 continue
-            host = systems[0]["@odata.id"].rsplit("/", 1)[-1]
+            system = self._store.doc(systems[0]["@odata.id"]) or {}
+            try:
+                host = planner.driver_host(
+                    system, planner.host_block(system, self._blocks_now()))
+            except RedfishError:
+                log.error("composed block without a host", extra={"block": uri})
+                continue
+            if "Compute" in block.get("ResourceBlockType", ()):
+                continue
             try:
                 await self._driver.bind(block["Id"], host)
             except DriverError as e:

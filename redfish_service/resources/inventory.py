@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..composition import planner
 from ..composition.messages import COMPOSITION
 from ..drivers.contract import Host, Inventory
 from ..protocol.errors import RedfishError
 from ..protocol.fields import Str, apply_patch, shown_value
+from ..protocol.messages import message
 from ..store import Store
 from . import uris
 from .context import Ctx
-from .kind import ActionResult, Kind
+from .kind import ActionResult, Created, Kind
 
 log = logging.getLogger("redfish_service.composition")
 
@@ -197,10 +199,11 @@ class SystemKind(Kind):
             rest["Links"] = other_links
         if any(not k.startswith("@") for k in rest):
             apply_patch(self.writable, rest, entry.doc)  # refuse now, before switching
-        host_block = f"{uris.RESOURCE_BLOCKS}/{uris.host_block_id(entry.doc['Id'])}"
-        if host_block not in wanted:
-            raise RedfishError.of(400, "ResourceBlockInvalid", uris.host_block_id(
-                entry.doc["Id"]), registry=COMPOSITION, related=["/Links/ResourceBlocks"])
+        base = planner.host_block(entry.doc, {
+            u: d for u in current if (d := ctx.store.doc(u)) is not None})
+        if base.uri not in wanted:
+            raise RedfishError.of(400, "ResourceBlockInvalid", base.id,
+                                  registry=COMPOSITION, related=["/Links/ResourceBlocks"])
         steps = [(b, False) for b in current if b not in wanted]
         steps += [(b, True) for b in dict.fromkeys(wanted) if b not in current]
         done: list[tuple[str, bool]] = []
@@ -217,6 +220,21 @@ class SystemKind(Kind):
                                   extra={"system": uri, "block": block})
             raise
         return rest, True
+
+    def allow(self, doc: dict[str, Any]) -> list[str]:
+        methods = super().allow(doc)
+        return [*methods, "DELETE"] if doc.get("SystemType") == "Composed" else methods
+
+    async def pre_delete(self, ctx, uri, if_match):
+        entry = ctx.store.get(uri)
+        if entry is None:
+            raise RedfishError.of(404, "ResourceMissingAtURI", uri)
+        if if_match is not None and "*" not in if_match and not (
+            {entry.etag, f"W/{entry.etag}"} & set(if_match)
+        ):
+            raise RedfishError.of(412, "PreconditionFailed")
+        await ctx.composer.decompose(ctx.actor, uri)
+        return True
 
     async def _change(self, ctx: Ctx, uri: str, body: dict[str, Any], attach: bool,
                       action: str) -> ActionResult:
@@ -237,4 +255,60 @@ class ChassisKind(Kind):
     writable = {"AssetTag": Str(max_length=64, nullable=True)}
 
 
-KINDS = [SystemKind(), ChassisKind()]
+
+
+
+def composed_system_doc(uri: str, compute: dict[str, Any], blocks: list[str],
+                        name: str) -> dict[str, Any]:
+    system_id = uri.rsplit("/", 1)[1]
+    return {
+        "@odata.id": uri,
+        "@odata.type": SYSTEM_TYPE,
+        "Id": system_id,
+        "Name": name,
+        "SystemType": "Composed",
+        "PowerState": "On",
+        "Status": {"State": "Enabled", "Health": "OK"},
+        "ProcessorSummary": {"Count": compute.get("Processors@odata.count", 0)},
+        "Actions": {
+            f"#ComputerSystem.{action}": {"target": f"{uri}/Actions/ComputerSystem.{action}"}
+            for action in ("AddResourceBlock", "RemoveResourceBlock")
+        },
+        "Links": {
+            "ResourceBlocks": [{"@odata.id": b} for b in blocks],
+            "ManagedBy": [{"@odata.id": uris.MANAGER}],
+        },
+    }
+
+
+class SystemCollectionKind(Kind):
+    """POST /redfish/v1/Systems composes a new system (specific composition)."""
+
+    entity = "ComputerSystemCollection"
+    insertable = True
+
+    async def create(self, ctx: Ctx, collection_uri: str, body: Any) -> Created:
+        if not isinstance(body, dict):
+            raise RedfishError.of(400, "MalformedJSON")
+        errors = [message("PropertyUnknown", k, related=[f"/{k}"]) for k in body
+                  if k not in ("Name", "Description", "Links") and not k.startswith("@")]
+        if "Name" not in body:
+            errors.append(message("PropertyMissing", "Name", related=["/Name"]))
+        elif not isinstance(body["Name"], str) or not body["Name"].strip():
+            errors.append(message("PropertyValueTypeError", shown_value(body["Name"]), "Name",
+                                  related=["/Name"]))
+        links = body.get("Links")
+        if not isinstance(links, dict) or "ResourceBlocks" not in links:
+            errors.append(message("PropertyMissing", "Links/ResourceBlocks",
+                                  related=["/Links/ResourceBlocks"]))
+        if errors:
+            raise RedfishError(400, errors)
+        wanted = _wanted_blocks(links["ResourceBlocks"], [])
+        if not wanted:
+            raise RedfishError.of(400, "PropertyMissing", "Links/ResourceBlocks",
+                                  related=["/Links/ResourceBlocks"])
+        uri = await ctx.composer.compose(ctx.actor, body["Name"], wanted, composed_system_doc)
+        return Created(uri)
+
+
+KINDS = [SystemKind(), ChassisKind(), SystemCollectionKind()]

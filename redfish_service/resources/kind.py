@@ -79,6 +79,11 @@ class Kind:
         ``If-Match`` precondition has been checked here)."""
         return body, False
 
+    async def pre_delete(self, ctx: Ctx, uri: str, if_match: list[str] | None) -> bool:
+        """Carry out a DELETE that is an operation (decomposing a system) outside the
+        store lock; True if done (``If-Match`` checked here), False for the generic path."""
+        return False
+
     async def check_patch(
         self, ctx: Ctx, tx: Transaction, uri: str, old: dict[str, Any], new: dict[str, Any]
     ) -> list[dict[str, Any]]:

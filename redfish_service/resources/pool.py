@@ -156,13 +156,15 @@ def zones(inventory: Inventory) -> dict[str, list[str]]:
     for switch in inventory.switches:
         if switch.protocol != "PCIe":
             continue
-        members = [f"{BLOCKS}/{host_block_id(h)}" for h in inventory.hosts
-                   if h.id in switch.hosts]
-        members += [f"{BLOCKS}/{s.id}" for s in inventory.sleds if s.switch == switch.id]
+        # Compute sleds first, host registrations last: clients that pick "the first
+        # free compute block of a zone" then compose from a sled, not a running host.
+        members = [f"{BLOCKS}/{s.id}" for s in inventory.sleds if s.switch == switch.id]
         for device in inventory.devices:
             reach = cxl_hosts.get(device.switch)
             if device.switch == switch.id or (reach and reach & set(switch.hosts)):
                 members.append(f"{BLOCKS}/{device.id}")
+        members += [f"{BLOCKS}/{host_block_id(h)}" for h in inventory.hosts
+                    if h.id in switch.hosts]
         out[switch.id] = members
     return out
 
