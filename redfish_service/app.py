@@ -16,6 +16,7 @@ from .drivers.contract import BindingDriver, InventoryDriver
 from .protocol import dispatch, middleware, wire
 from .resources import (
     accounts,
+    fabrics,
     inventory,
     managers,
     pool,
@@ -47,7 +48,7 @@ def product_version() -> str:
 def default_kinds() -> Kinds:
     kinds = Kinds()
     for module in (service_root, accounts, sessions, managers, tasks, registries, inventory,
-                   pool):
+                   pool, fabrics):
         for kind in module.KINDS:
             kinds.add(kind)
     return kinds
@@ -86,6 +87,7 @@ def create_app(
         found = await fabric.discover()
         await inventory.reconcile(store, found)
         await pool.reconcile(store, found)
+        await fabrics.reconcile(store, found)
         if not isinstance(fabric, BindingDriver):
             raise TypeError(f"driver {type(fabric).__name__} cannot bind devices")
         composer = Composer(store, fabric)

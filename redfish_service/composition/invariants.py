@@ -10,6 +10,7 @@ BLOCKS = "/redfish/v1/CompositionService/ResourceBlocks"
 ZONES = "/redfish/v1/CompositionService/ResourceZones"
 FREE_POOL = "/redfish/v1/CompositionService/FreePool"
 ACTIVE_POOL = "/redfish/v1/CompositionService/ActivePool"
+FABRICS = "/redfish/v1/Fabrics"
 
 Docs = Callable[[str], dict[str, Any] | None]
 
@@ -65,4 +66,43 @@ def violations(doc: Docs, members: Callable[[str], list[str]]) -> list[str]:
                           else block.get("Links", {}).get("ComputerSystems"))
             if system_uri not in linked:
                 out.append(f"{system_uri} names {uri}, which does not name it back")
+    out += _fabric_violations(doc, members, blocks)
+    return out
+
+
+def _fabric_violations(doc: Docs, members, blocks: dict[str, dict[str, Any]]) -> list[str]:
+    """Fabric zones hold exactly each initiator's bound devices; endpoints agree."""
+    from ..protocol.errors import RedfishError
+    from .planner import driver_host, host_block
+
+    out: list[str] = []
+    bound: dict[str, str] = {}
+    for block in blocks.values():
+        systems = block.get("Links", {}).get("ComputerSystems", [])
+        if systems and "ComputerSystem" not in block.get("ResourceBlockType", ()) \
+                and "Compute" not in block.get("ResourceBlockType", ()):
+            system = doc(systems[0]["@odata.id"]) or {}
+            try:
+                bound[block["Id"]] = driver_host(system, host_block(system, blocks))
+            except RedfishError:
+                out.append(f"{block['@odata.id']} is composed into a system without a base")
+    for fabric in members(FABRICS):
+        endpoints = set(members(f"{fabric}/Endpoints"))
+        listed: dict[str, set[str]] = {}
+        for zone_uri in members(f"{fabric}/Zones"):
+            zone = doc(zone_uri) or {}
+            initiator = zone.get("Id", "").removeprefix("zone-")
+            eps = _ids(zone.get("Links", {}).get("Endpoints"))
+            for ep in eps:
+                listed.setdefault(ep, set()).add(zone_uri)
+            devices = {e.rsplit("/", 1)[1] for e in eps} - {initiator}
+            expected = {d for d, h in bound.items()
+                        if h == initiator and f"{fabric}/Endpoints/{d}" in endpoints}
+            if devices != expected:
+                out.append(f"{zone_uri} holds {sorted(devices)}, bound are {sorted(expected)}")
+        for ep in endpoints:
+            named = _ids((doc(ep) or {}).get("Links", {}).get("Zones"))
+            if named != listed.get(ep, set()):
+                out.append(f"{ep} names zones {sorted(named)}, listed in "
+                           f"{sorted(listed.get(ep, set()))}")
     return out

@@ -29,7 +29,7 @@ class Host:
 
 @dataclass(frozen=True)
 class Switch:
-    """A PCIe or CXL switch and the hosts its upstream ports reach."""
+    """A PCIe or CXL switch and the hosts (or compute sleds) its upstream ports reach."""
 
     id: str
     protocol: str  # "PCIe" or "CXL"

@@ -2,7 +2,8 @@
 
 The default rack: 4 host servers; PCIe switches ``pcie1`` (hosts 1-2) and ``pcie2``
 (hosts 3-4), each with 8 GPUs, 4 NVMe drives, a DPU, a NIC and a bare compute sled behind
-it; and a CXL switch ``cxl1`` reaching all four hosts with 4 CXL Type-3 memory devices.
+it; and a CXL switch ``cxl1`` reaching all four hosts and both sleds, with 4 CXL Type-3
+memory devices.
 A rack of one's own is the same structure in YAML (``RackSpec``).
 """
 
@@ -121,7 +122,8 @@ def default_rack() -> RackSpec:
         switches=[
             SwitchSpec(id="pcie1", protocol="PCIe", hosts=["host1", "host2"]),
             SwitchSpec(id="pcie2", protocol="PCIe", hosts=["host3", "host4"]),
-            SwitchSpec(id="cxl1", protocol="CXL", hosts=[f"host{i}" for i in range(1, 5)],
+            SwitchSpec(id="cxl1", protocol="CXL",
+                       hosts=[f"host{i}" for i in range(1, 5)] + ["sled1", "sled2"],
                        model="CF-CXL32 Switch"),
         ],
         devices=devices,

@@ -61,7 +61,8 @@ class DriverContract:
         switch_ids = {s.id for s in inventory.switches}
         for switch in inventory.switches:
             assert switch.protocol in ("PCIe", "CXL"), switch
-            assert set(switch.hosts) <= set(host_ids), f"{switch.id} reaches unknown hosts"
+            known = set(host_ids) | {s.id for s in inventory.sleds}
+            assert set(switch.hosts) <= known, f"{switch.id} reaches unknown hosts"
         device_ids = [d.id for d in inventory.devices]
         assert len(set(device_ids)) == len(device_ids), "device ids must be unique"
         assert not set(device_ids) & set(host_ids), "device and host ids must differ"

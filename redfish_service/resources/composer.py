@@ -25,6 +25,7 @@ from ..drivers.contract import BindingDriver, DeviceBusy, DriverError
 from ..protocol.errors import RedfishError
 from ..store import Store, Transaction
 from . import uris
+from .fabrics import sync_zones
 from .pool import refresh_pools
 
 log = logging.getLogger("redfish_service.composition")
@@ -111,6 +112,7 @@ class Composer:
         links["ResourceBlocks"] = attached
         tx.put(step.system_uri, system)
         refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
+        sync_zones(tx, self._store)
 
     async def compose(self, actor: str | None, name: str, block_uris: list[str],
                       system_doc) -> str:
@@ -148,6 +150,7 @@ class Composer:
                 for uri, doc in before.items():
                     tx.put(uri, planner.composed(doc, system_uri), {})
                 refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
+                sync_zones(tx, self._store)
         log.info("composed", extra={"system": system_uri, "blocks": len(before)})
         return system_uri
 
@@ -190,6 +193,7 @@ class Composer:
                 for uri, doc in before.items():
                     tx.put(uri, planner.released(doc), {})
                 refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
+                sync_zones(tx, self._store)
         log.info("decomposed", extra={"system": system_uri})
 
     async def recover(self) -> None:
@@ -223,6 +227,7 @@ class Composer:
                     settled = planner.composed(block, intent["system"])
                 tx.put(uri, settled, {})
                 refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
+                sync_zones(tx, self._store)
             log.warning("settled an interrupted composition", extra={"block": uri})
         for uri in self._store.members(uris.RESOURCE_BLOCKS):
             block = self._store.doc(uri) or {}

@@ -31,6 +31,7 @@ def service_root_doc(service_uuid: str, product_version: str) -> dict[str, Any]:
         "Chassis": {"@odata.id": uris.CHASSIS},
         "Tasks": {"@odata.id": uris.TASK_SERVICE},
         "CompositionService": {"@odata.id": uris.COMPOSITION_SERVICE},
+        "Fabrics": {"@odata.id": "/redfish/v1/Fabrics"},
         "Registries": {"@odata.id": uris.REGISTRIES},
         "JsonSchemas": {"@odata.id": uris.JSON_SCHEMAS},
         "Links": {"Sessions": {"@odata.id": uris.SESSIONS}},
