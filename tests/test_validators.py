@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from pathlib import Path
 
@@ -87,6 +88,7 @@ def test_service_validator_reports_no_failures(service, tmp_path):
     status, _, body = service.request("POST", "/redfish/v1/AccountService/Accounts", {
         "UserName": "validator-ro", "Password": "Validator-passw0rd", "RoleId": "ReadOnly"})
     assert status == 201, body
+    compose_something(service)
     logdir = tmp_path / "service-validator"
     run = run_tool([
         tool_path("rf_service_validator"),
@@ -108,6 +110,49 @@ def test_service_validator_reports_no_failures(service, tmp_path):
                 "/redfish/v1/AccountService/Accounts/1", "/redfish/v1/AccountService/Accounts/2",
                 "/redfish/v1/Managers"):
         assert uri in validated, f"{uri} was not validated; validated: {sorted(validated)}"
+
+
+def compose_something(service) -> str:
+    """A composed system and an expanded host, so the validators see composition state."""
+    blocks = "/redfish/v1/CompositionService/ResourceBlocks"
+    status, headers, body = service.request("POST", "/redfish/v1/Systems", {
+        "Name": "validated", "Links": {"ResourceBlocks": [
+            {"@odata.id": f"{blocks}/{name}"} for name in ("sled1", "gpu1-1", "cxlmem1")]}})
+    assert status == 201, body
+    status, _, body = service.request(
+        "POST", "/redfish/v1/Systems/host3/Actions/ComputerSystem.AddResourceBlock",
+        {"ResourceBlock": {"@odata.id": f"{blocks}/nvme2-1"}})
+    assert status == 204, body
+    return headers["Location"]
+
+
+# --------------------------------------------------------------------------------------
+# Redfish Interop Validator, with the composability profile
+# --------------------------------------------------------------------------------------
+
+
+def test_interop_validator_passes_the_composability_profile(service, tmp_path):
+    profile = os.environ.get("REDFISH_INTEROP_PROFILE")
+    if not profile:
+        pytest.skip("set REDFISH_INTEROP_PROFILE=../shared/conformance/profiles/"
+                    "composability.json to run the interop validator")
+    compose_something(service)
+    logdir = tmp_path / "interop-validator"
+    run = run_tool([
+        tool_path("rf_interop_validator"),
+        "--rhost", service.url, "-u", "admin", "-p", service.password,
+        "--authtype", "Session", "--logdir", str(logdir), "--timeout", "30", profile,
+    ], timeout=VALIDATOR_TIMEOUT, cwd=tmp_path)
+    counts = service_validator_counts(run.stdout)
+    assert counts is not None, f"no summary table in the output\n{run.describe(service.password)}"
+    failures = [line for log in logdir.glob("*/*.log")
+                for line in log.read_text(errors="replace").splitlines()
+                if " - ERROR - " in line]
+    assert counts["fail"] == 0 and run.returncode == 0, (
+        f"rf_interop_validator: {counts}, exit {run.returncode}; failing checks:\n  "
+        + "\n  ".join(failures or ["(see output)"]) + f"\n{run.describe(service.password)}"
+    )
+    assert counts["pass"] > 100, counts
 
 
 # --------------------------------------------------------------------------------------
