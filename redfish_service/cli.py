@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from . import logs
 from .app import create_app
-from .config import ENV_PREFIX, ConfigError, Settings, load_settings
+from .config import ENV_PREFIX, ConfigError, Settings, load_settings, load_yaml_mapping
+from .drivers.simulated import RackSpec, SimulatedDriver
 from .security.tls import ensure_self_signed, server_context
 
 log = logging.getLogger("redfish_service")
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate (default: self-signed)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--rack", type=Path,
+                       help="YAML description of the simulated rack (hosts, switches, device "
+                            "groups, sleds, bind_latency_s); default: the built-in rack")
     return parser
 
 
@@ -107,7 +112,19 @@ def _print_admin_password(password: str) -> None:
     )
 
 
-async def _serve(settings: Settings) -> int:
+def _driver(settings: Settings) -> SimulatedDriver:
+    if settings.rack is None:
+        return SimulatedDriver()
+    rack = load_yaml_mapping(settings.rack, "rack file")
+    try:
+        return SimulatedDriver(RackSpec.model_validate(rack))
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "rack"
+        raise ConfigError(f"invalid rack file {settings.rack}: {where}: {first['msg']}") from None
+
+
+async def _serve(settings: Settings, driver: SimulatedDriver) -> int:
     ssl_context = None
     if not settings.insecure_http:
         cert = settings.tls_cert or settings.state_dir / "tls-cert.pem"
@@ -126,7 +143,7 @@ async def _serve(settings: Settings) -> int:
         if e.errno == errno.EADDRINUSE:
             return _fail(f"port {settings.port} on {settings.bind} is already in use")
         return _fail(f"cannot listen on {settings.bind}:{settings.port}: {e.strerror}")
-    app = create_app(settings, on_admin_password=_print_admin_password)
+    app = create_app(settings, on_admin_password=_print_admin_password, driver=driver)
     runner = web.AppRunner(
         app,
         access_log_class=logs.AccessLogger,
@@ -162,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             "tls_cert": args.tls_cert,
             "tls_key": args.tls_key,
             "log_level": args.log_level,
+            "rack": args.rack,
         }
         try:
             settings = load_settings(args.config, flags)
@@ -172,11 +190,12 @@ def main(argv: list[str] | None = None) -> int:
                     "add --allow-insecure-remote to force it"
                 )
             _prepare_state_dir(settings.state_dir)
+            driver = _driver(settings)
         except ConfigError as e:
             return _fail(str(e))
         logs.configure(settings.log_level)
         try:
-            return asyncio.run(_serve(settings))
+            return asyncio.run(_serve(settings, driver))
         except KeyboardInterrupt:
             return 0
     return 2

@@ -49,6 +49,7 @@ class Settings(BaseModel):
     session_timeout: int = Field(1800, ge=30, le=86400)
     max_body_bytes: int = Field(1 << 20, ge=1024)
     accounts: AccountPolicy = Field(default_factory=AccountPolicy)
+    rack: Path | None = None  # YAML description of the simulated rack (default: built in)
 
     @property
     def scheme(self) -> str:
@@ -71,20 +72,7 @@ def _env_overrides() -> dict[str, Any]:
 def load_settings(config_file: Path | None, flags: dict[str, Any]) -> Settings:
     data: dict[str, Any] = {}
     if config_file is not None:
-        try:
-            loaded = yaml.safe_load(config_file.read_text())
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {config_file}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(e, "problem", None) or "syntax error"
-            raise ConfigError(
-                f"config file {config_file} is not valid YAML{where}: {problem}"
-            ) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {config_file} must hold a mapping")
-        data.update(loaded or {})
+        data.update(load_yaml_mapping(config_file, "config file"))
     data.update(_env_overrides())
     data.update({k: v for k, v in flags.items() if v is not None})
     try:
@@ -93,3 +81,19 @@ def load_settings(config_file: Path | None, flags: dict[str, Any]) -> Settings:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+
+
+def load_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping, or a one-line ConfigError."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "syntax error"
+        raise ConfigError(f"{what} {path} is not valid YAML{where}: {problem}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping")
+    return loaded or {}

@@ -55,6 +55,10 @@ class AccessLogger(AbstractAccessLogger):
     this only when the access logger is enabled for INFO, so ``--log-level`` still rules.
     """
 
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request, response, time_taken: float) -> None:
         principal = request.get("principal")
         now = time.time()

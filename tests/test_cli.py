@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from .support.service import ADMIN_PASSWORD, free_port, insecure_context
+from .support.service import ADMIN_PASSWORD, ServiceProcess, free_port, insecure_context
 
 pytestmark = pytest.mark.slow
 
@@ -350,3 +350,49 @@ def test_normal_use_logs_no_warnings(tmp_path, running):
     assert any(r.get("event") == "request" for r in records), "no access log lines"
     loud = [r for r in records if r.get("level") in ("warning", "error", "critical")]
     assert not loud, "warnings logged during normal use:\n" + "\n".join(map(str, loud[:5]))
+
+
+RACK = """
+name: tiny
+bind_latency_s: 0
+hosts: [{id: h1}, {id: h2}]
+switches: [{id: p1, protocol: PCIe, hosts: [h1, h2]}]
+devices:
+  - switch: p1
+    prefix: gpu
+    count: 2
+    model: {kind: GPU, manufacturer: Acme, model: A1, vendor_id: "0x10de", device_id: "0x1234"}
+sleds: [{id: s1, switch: p1}]
+"""
+
+
+@pytest.mark.slow
+def test_rack_file_describes_the_simulated_fabric(tmp_path):
+    rack = tmp_path / "rack.yaml"
+    rack.write_text(RACK)
+    svc = ServiceProcess(tmp_path / "state", extra_args=["--rack", str(rack)]).start()
+    try:
+        blocks = svc.get("/redfish/v1/CompositionService/ResourceBlocks")[2]
+        names = sorted(m["@odata.id"].rsplit("/", 1)[1] for m in blocks["Members"])
+        assert names == ["gpu1", "gpu2", "s1", "system-h1", "system-h2"]
+        assert svc.get("/redfish/v1/Systems/h2")[0] == 200
+    finally:
+        svc.stop()
+    # --log-level warning (ServiceProcess) silences the per-request access log too
+    assert '"request"' not in svc.log_path.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("content", "mention"), [
+    ("hosts: [{idd: 1}]", "hosts.0.id"),
+    ("hosts: [{id: h1}]\nbind_latency_s: -1", "bind_latency_s"),
+    ("- just\n- a list", "must hold a mapping"),
+    ("hosts: [oops", "not valid YAML"),
+])
+def test_bad_rack_file_is_one_line(tmp_path, content, mention):
+    rack = tmp_path / "rack.yaml"
+    rack.write_text(content)
+    proc, took = cli("serve", "--rack", str(rack), "--state-dir", str(tmp_path / "s"),
+                     "--port", str(free_port()), cwd=tmp_path)
+    line = assert_clean_failure(proc, took, "rack")
+    assert mention in line
