@@ -101,6 +101,18 @@ class Transaction:
             return self._staged[uri][0] is not None
         return self._store.get(uri) is not None
 
+    def _staged_copy(self, uri: str) -> dict[str, Any] | None:
+        """This transaction's own copy of a document, staged, to change in place: copying a
+        large collection once per added member would make bulk creation quadratic."""
+        if uri in self._staged:
+            return self._staged[uri][0]
+        entry = self._store.get(uri)
+        if entry is None:
+            return None
+        private = deep_copy(entry.private) if entry.private is not None else None
+        self._stage(uri, deep_copy(entry.doc), private)
+        return self._staged[uri][0]
+
     # -- writes -----------------------------------------------------------------------
     def _stage(self, uri: str, doc: dict[str, Any] | None, private: dict[str, Any] | None) -> None:
         if uri not in self._staged:
@@ -116,11 +128,10 @@ class Transaction:
             raise StoreError(f"document @odata.id {doc.get('@odata.id')!r} is not {uri}")
         self._stage(uri, deep_copy(doc), deep_copy(private) if private is not None else None)
         parent_uri = uri.rsplit("/", 1)[0]
-        parent = self.get(parent_uri)
+        parent = self._staged_copy(parent_uri)
         if parent is not None and isinstance(parent.get("Members"), list):
             parent["Members"].append({"@odata.id": uri})
             parent["Members@odata.count"] = len(parent["Members"])
-            self._stage(parent_uri, parent, self.private(parent_uri))
 
     def put(self, uri: str, doc: dict[str, Any], private: dict[str, Any] | None = None) -> None:
         """Replace (or create) a document; ``private`` None keeps the current private data."""
@@ -157,11 +168,10 @@ class Transaction:
                 self._stage(child, None, None)
         self._stage(uri, None, None)
         parent_uri = uri.rsplit("/", 1)[0]
-        parent = self.get(parent_uri)
+        parent = self._staged_copy(parent_uri)
         if parent is not None and isinstance(parent.get("Members"), list):
             parent["Members"] = [m for m in parent["Members"] if m.get("@odata.id") != uri]
             parent["Members@odata.count"] = len(parent["Members"])
-            self._stage(parent_uri, parent, self.private(parent_uri))
 
     # -- commit -----------------------------------------------------------------------
     def _diff(self) -> list[tuple[str, Op, dict | None, dict | None, tuple[str, ...]]]:
