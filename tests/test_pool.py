@@ -175,3 +175,24 @@ async def test_reconcile_is_idempotent_in_memory():
     seq = store.seq
     await _reconciled(store, default_rack())
     assert store.seq == seq
+
+
+async def test_systems_advertise_specific_composition(client, admin):
+    systems = await get(client, "/redfish/v1/Systems", admin)
+    [capability] = systems["@Redfish.CollectionCapabilities"]["Capabilities"]
+    assert capability["UseCase"] == "ComputerSystemComposition"
+    assert capability["Links"]["TargetCollection"] == {"@odata.id": "/redfish/v1/Systems"}
+    assert capability["Links"]["RelatedItem"] == [
+        {"@odata.id": f"{ZONES}/pcie1"}, {"@odata.id": f"{ZONES}/pcie2"}]
+    uri = capability["CapabilitiesObject"]["@odata.id"]
+    assert {"@odata.id": uri} not in systems["Members"]
+    resp = await client.get(uri, headers=admin)
+    assert resp.status == 200
+    assert resp.headers["Allow"] == "GET, HEAD"
+    caps = await resp.json()
+    assert caps["Name@Redfish.RequiredOnCreate"] is True
+    assert caps["Links"]["ResourceBlocks@Redfish.RequiredOnCreate"] is True
+    assert caps["@Redfish.ResourceBlockLimits"]["MaxCompute"] == 1
+    for method in ("PATCH", "DELETE"):
+        resp = await client.request(method, uri, json={"AssetTag": "x"}, headers=admin)
+        assert resp.status == 405, method

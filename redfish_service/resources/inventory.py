@@ -85,6 +85,42 @@ def chassis_doc(host: Host) -> dict[str, Any]:
     }
 
 
+CAPABILITIES = f"{uris.SYSTEMS}/Capabilities"
+
+
+def capabilities_doc() -> dict[str, Any]:
+    """What a POST to /redfish/v1/Systems takes (specific composition)."""
+    return {
+        "@odata.id": CAPABILITIES,
+        "@odata.type": SYSTEM_TYPE,
+        "Id": "Capabilities",
+        "Name": "Capabilities for composing a new system",
+        "Name@Redfish.RequiredOnCreate": True,
+        "Name@Redfish.SetOnlyOnCreate": True,
+        "Links": {
+            "ResourceBlocks@Redfish.RequiredOnCreate": True,
+            "ResourceBlocks@Redfish.UpdatableAfterCreate": True,
+        },
+        "@Redfish.ResourceBlockLimits": {
+            "MinCompute": 1, "MaxCompute": 1, "MinComputerSystem": 0, "MaxComputerSystem": 0,
+        },
+    }
+
+
+def collection_capabilities(zones: list[str]) -> dict[str, Any]:
+    return {
+        "@odata.type": "#CollectionCapabilities.v1_4_1.CollectionCapabilities",
+        "Capabilities": [{
+            "CapabilitiesObject": {"@odata.id": CAPABILITIES},
+            "UseCase": "ComputerSystemComposition",
+            "Links": {
+                "TargetCollection": {"@odata.id": uris.SYSTEMS},
+                "RelatedItem": [{"@odata.id": z} for z in zones],
+            },
+        }],
+    }
+
+
 async def reconcile(store: Store, inventory: Inventory) -> None:
     wanted: dict[str, dict[str, Any]] = {}
     for host in inventory.hosts:
@@ -172,6 +208,9 @@ def _block_params(action: str, body: dict[str, Any]) -> tuple[str, str | None, s
 
 class SystemKind(Kind):
     entity = "ComputerSystem"
+
+    def _is_capabilities(self, doc: dict[str, Any]) -> bool:
+        return "@Redfish.ResourceBlockLimits" in doc
     writable = {"AssetTag": Str(max_length=64, nullable=True)}
     actions = {
         "ComputerSystem.AddResourceBlock": "add_block",
@@ -222,6 +261,8 @@ class SystemKind(Kind):
         return rest, True
 
     def allow(self, doc: dict[str, Any]) -> list[str]:
+        if self._is_capabilities(doc):
+            return ["GET", "HEAD"]
         methods = super().allow(doc)
         return [*methods, "DELETE"] if doc.get("SystemType") == "Composed" else methods
 

@@ -226,6 +226,21 @@ async def reconcile(store: Store, inventory: Inventory) -> None:
                     "ComputerSystems", [])
             tx.put(uri, doc)
         refresh_pools(tx, [u for u, d in wanted.items() if d.get("@odata.type") == BLOCK_TYPE])
+        _advertise_composition(tx, [u for u in wanted if u.startswith(ZONES + "/")])
+
+
+def _advertise_composition(tx: Transaction, zones: list[str]) -> None:
+    """``@Redfish.CollectionCapabilities`` on /Systems and the capabilities object."""
+    from .inventory import CAPABILITIES, capabilities_doc, collection_capabilities
+
+    systems = tx.get(uris.SYSTEMS)
+    if systems is not None:
+        systems["@Redfish.CollectionCapabilities"] = collection_capabilities(sorted(zones))
+        tx.put(uris.SYSTEMS, systems)
+    if tx.exists(CAPABILITIES):
+        tx.put(CAPABILITIES, capabilities_doc())
+    else:
+        tx.create(CAPABILITIES, capabilities_doc(), member=False)
 
 
 def refresh_pools(tx: Transaction, blocks: list[str]) -> None:

@@ -120,15 +120,18 @@ class Transaction:
         self._staged[uri] = (doc, private)
 
     def create(
-        self, uri: str, doc: dict[str, Any], private: dict[str, Any] | None = None
+        self, uri: str, doc: dict[str, Any], private: dict[str, Any] | None = None,
+        *, member: bool = True,
     ) -> None:
+        """Create a document; under a collection it becomes a member unless ``member`` is
+        False (a collection's capabilities object lives beside its members, not among)."""
         if self.exists(uri):
             raise StoreError(f"{uri} exists")
         if doc.get("@odata.id") != uri:
             raise StoreError(f"document @odata.id {doc.get('@odata.id')!r} is not {uri}")
         self._stage(uri, deep_copy(doc), deep_copy(private) if private is not None else None)
         parent_uri = uri.rsplit("/", 1)[0]
-        parent = self._staged_copy(parent_uri)
+        parent = self._staged_copy(parent_uri) if member else None
         if parent is not None and isinstance(parent.get("Members"), list):
             parent["Members"].append({"@odata.id": uri})
             parent["Members@odata.count"] = len(parent["Members"])
