@@ -90,7 +90,7 @@ def create_app(
         await fabrics.reconcile(store, found)
         if not isinstance(fabric, BindingDriver):
             raise TypeError(f"driver {type(fabric).__name__} cannot bind devices")
-        composer = Composer(store, fabric)
+        composer = Composer(store, fabric, timeout_s=settings.driver_timeout_s)
         app[services.COMPOSER] = composer
         await composer.recover()
         await bootstrap_schema_files(store)

@@ -50,6 +50,8 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(1 << 20, ge=1024)
     accounts: AccountPolicy = Field(default_factory=AccountPolicy)
     rack: Path | None = None  # YAML description of the simulated rack (default: built in)
+    # A driver operation (one bind or unbind) that takes longer is abandoned and undone.
+    driver_timeout_s: float = Field(30.0, gt=0, le=3600)
 
     @property
     def scheme(self) -> str:

@@ -21,7 +21,7 @@ from collections import defaultdict
 from typing import Any
 
 from ..composition import planner
-from ..drivers.contract import BindingDriver, DeviceBusy, DriverError
+from ..drivers.contract import BindingDriver, DeviceBusy, DriverError, DriverTimeout
 from ..protocol.errors import RedfishError
 from ..store import Store, Transaction
 from . import uris
@@ -46,10 +46,28 @@ def _etag_matches(store: Store, uri: str, tag: str | None) -> bool:
 
 
 class Composer:
-    def __init__(self, store: Store, driver: BindingDriver) -> None:
+    def __init__(self, store: Store, driver: BindingDriver, *, timeout_s: float = 30.0) -> None:
         self._store = store
         self._driver = driver
+        self._timeout_s = timeout_s
         self._host_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def _bind(self, device_id: str, host_id: str, attach: bool = True) -> None:
+        """One driver operation, abandoned after the timeout: a driver that hangs then
+        gets an unbind (attach) so the device is not left half-attached."""
+        op = self._driver.bind if attach else self._driver.unbind
+        try:
+            await asyncio.wait_for(op(device_id, host_id), self._timeout_s)
+        except TimeoutError:
+            if attach:
+                with contextlib.suppress(DriverError, TimeoutError):
+                    await asyncio.wait_for(self._driver.unbind(device_id, host_id),
+                                           self._timeout_s)
+            raise DriverTimeout(f"{device_id} on {host_id}: no answer in "
+                                f"{self._timeout_s:g} s") from None
+
+    async def _unbind(self, device_id: str, host_id: str) -> None:
+        await self._bind(device_id, host_id, attach=False)
 
     def _blocks_now(self) -> dict[str, dict[str, Any]]:
         return {u: d for u in self._store.members(uris.RESOURCE_BLOCKS)
@@ -84,10 +102,7 @@ class Composer:
                                         "system": step.system_uri}}
                 tx.put(step.block_uri, planner.with_state(before, "Composing"), intent)
             try:
-                if attach:
-                    await self._driver.bind(step.device_id, step.host_id)
-                else:
-                    await self._driver.unbind(step.device_id, step.host_id)
+                await self._bind(step.device_id, step.host_id, attach)
             except DriverError as e:
                 log.warning("driver refused", extra={"block": step.device_id,
                                                      "host": step.host_id, "error": str(e)})
@@ -134,12 +149,12 @@ class Composer:
             done: list[str] = []
             try:
                 for device in devices:
-                    await self._driver.bind(device.id, compute.id)
+                    await self._bind(device.id, compute.id)
                     done.append(device.id)
             except DriverError as e:
                 for device_id in reversed(done):
                     with contextlib.suppress(DriverError):
-                        await self._driver.unbind(device_id, compute.id)
+                        await self._unbind(device_id, compute.id)
                 async with self._store.transaction(actor) as tx:
                     for uri, doc in before.items():
                         tx.put(uri, doc, {})
@@ -178,12 +193,12 @@ class Composer:
             devices = [d["Id"] for u, d in before.items() if u != host.uri]
             try:
                 for device_id in devices:
-                    await self._driver.unbind(device_id, host.id)
+                    await self._unbind(device_id, host.id)
                     done.append(device_id)
             except DriverError as e:
                 for device_id in reversed(done):
                     with contextlib.suppress(DriverError):
-                        await self._driver.bind(device_id, host.id)
+                        await self._bind(device_id, host.id)
                 async with self._store.transaction(actor) as tx:
                     for uri, doc in before.items():
                         tx.put(uri, doc, {})
@@ -213,9 +228,9 @@ class Composer:
                 if "Compute" in block.get("ResourceBlockType", ()):
                     pass  # a sled is not bound to anything; only its state settles
                 elif intent["attach"]:
-                    await self._driver.unbind(block["Id"], intent["host"])
+                    await self._unbind(block["Id"], intent["host"])
                 else:
-                    await self._driver.bind(block["Id"], intent["host"])
+                    await self._bind(block["Id"], intent["host"])
             except DriverError as e:
                 log.error("cannot settle an interrupted composition",
                           extra={"block": uri, "error": str(e)})
@@ -246,7 +261,7 @@ class Composer:
             if "Compute" in block.get("ResourceBlockType", ()):
                 continue
             try:
-                await self._driver.bind(block["Id"], host)
+                await self._bind(block["Id"], host)
             except DriverError as e:
                 log.error("driver cannot restore a binding",
                           extra={"block": uri, "host": host, "error": str(e)})
