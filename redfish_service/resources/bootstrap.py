@@ -90,6 +90,6 @@ async def bootstrap(store: Store, settings: Settings, version: str) -> str | Non
 async def bootstrap_schema_files(store: Store) -> None:
     """A JsonSchemaFile for every type the store holds."""
     async with store.transaction("service") as tx:
-        types = {(store.doc(u) or {}).get("@odata.type", "") for u in store.uris()}
+        types = store.odata_types()
         types.add("#JsonSchemaFile.v1_1_5.JsonSchemaFile")
         ensure_schema_files(tx, [t for t in types if t])

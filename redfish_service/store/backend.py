@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 @dataclass(slots=True)
 class StoredDocument:
     uri: str
-    doc: dict[str, Any]
+    doc: dict[str, Any] | bytes  # bytes: the JSON as stored, not parsed yet
     private: dict[str, Any] | None
     revision: int
 
@@ -98,9 +98,7 @@ class SqliteBackend(Backend):
     def _load(self) -> tuple[list[StoredDocument], int]:
         conn = self._open()
         docs = [
-            StoredDocument(
-                uri, orjson.loads(doc), orjson.loads(private) if private else None, rev
-            )
+            StoredDocument(uri, bytes(doc), orjson.loads(private) if private else None, rev)
             for uri, doc, private, rev in conn.execute(
                 "SELECT uri, doc, private, revision FROM documents"
             )
@@ -135,7 +133,7 @@ class SqliteBackend(Backend):
                         " VALUES (?, ?, ?, ?)",
                         (
                             sd.uri,
-                            orjson.dumps(sd.doc),
+                            sd.doc if isinstance(sd.doc, bytes) else orjson.dumps(sd.doc),
                             orjson.dumps(sd.private) if sd.private is not None else None,
                             sd.revision,
                         ),

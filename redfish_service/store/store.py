@@ -17,10 +17,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -29,18 +30,49 @@ from .backend import Backend, MemoryBackend, StoredDocument
 
 Op = Literal["create", "update", "delete"]
 ETAG = "@odata.etag"  # kept by the store in every document, equal to the ETag header
+_ODATA_TYPE = re.compile(rb'"@odata\.type":"([^"]+)"')
 
 
 def deep_copy(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value))
 
 
-@dataclass(slots=True)
+def _collect_types(value: Any, found: set[str]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "@odata.type" and isinstance(item, str):
+                found.add(item)
+            elif isinstance(item, (dict, list)):
+                _collect_types(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _collect_types(item, found)
+
+
 class Entry:
-    doc: dict[str, Any]
-    revision: int
-    private: dict[str, Any] | None = None
-    _bytes: bytes | None = field(default=None, repr=False)
+    """One document at one revision. Loaded from disk it is kept as its JSON bytes and
+    parsed on first use: most documents of a large pool (ports, PCIe functions) are only
+    ever served whole, and bytes take a fraction of the memory of parsed objects."""
+
+    __slots__ = ("_bytes", "_doc", "private", "revision")
+
+    def __init__(self, doc: dict[str, Any] | bytes, revision: int,
+                 private: dict[str, Any] | None = None) -> None:
+        if isinstance(doc, bytes):
+            self._doc: dict[str, Any] | None = None
+            self._bytes: bytes | None = doc
+        else:
+            self._doc, self._bytes = doc, None
+        self.revision = revision
+        self.private = private
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        """The document (shared: callers must not change it)."""
+        if self._doc is None:
+            assert self._bytes is not None
+            self._doc = orjson.loads(self._bytes)
+        return self._doc
 
     @property
     def etag(self) -> str:
@@ -50,8 +82,11 @@ class Entry:
     def body(self) -> bytes:
         """The serialized document, computed once per revision."""
         if self._bytes is None:
-            self._bytes = orjson.dumps(self.doc)
+            self._bytes = orjson.dumps(self._doc)
         return self._bytes
+
+    def __repr__(self) -> str:
+        return f"Entry(revision={self.revision})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,29 +156,35 @@ class Transaction:
 
     def create(
         self, uri: str, doc: dict[str, Any], private: dict[str, Any] | None = None,
-        *, member: bool = True,
+        *, member: bool = True, owned: bool = False,
     ) -> None:
         """Create a document; under a collection it becomes a member unless ``member`` is
-        False (a collection's capabilities object lives beside its members, not among)."""
+        False (a collection's capabilities object lives beside its members, not among).
+        ``owned``: the caller hands ``doc`` over and will not touch it again, so it is not
+        copied (bulk reconciliation of a large pool would otherwise hold two copies)."""
         if self.exists(uri):
             raise StoreError(f"{uri} exists")
         if doc.get("@odata.id") != uri:
             raise StoreError(f"document @odata.id {doc.get('@odata.id')!r} is not {uri}")
-        self._stage(uri, deep_copy(doc), deep_copy(private) if private is not None else None)
+        self._stage(uri, doc if owned else deep_copy(doc),
+                    deep_copy(private) if private is not None else None)
         parent_uri = uri.rsplit("/", 1)[0]
         parent = self._staged_copy(parent_uri) if member else None
         if parent is not None and isinstance(parent.get("Members"), list):
             parent["Members"].append({"@odata.id": uri})
             parent["Members@odata.count"] = len(parent["Members"])
 
-    def put(self, uri: str, doc: dict[str, Any], private: dict[str, Any] | None = None) -> None:
-        """Replace (or create) a document; ``private`` None keeps the current private data."""
+    def put(self, uri: str, doc: dict[str, Any], private: dict[str, Any] | None = None,
+            *, owned: bool = False) -> None:
+        """Replace (or create) a document; ``private`` None keeps the current private data.
+        ``owned`` as for :meth:`create`."""
         if not self.exists(uri):
-            self.create(uri, doc, private)
+            self.create(uri, doc, private, owned=owned)
             return
         if private is None:
             private = self.private(uri)
-        self._stage(uri, deep_copy(doc), deep_copy(private) if private is not None else None)
+        self._stage(uri, doc if owned else deep_copy(doc),
+                    deep_copy(private) if private is not None else None)
 
     def update(self, uri: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Set top-level properties of an existing document; returns the new document."""
@@ -209,6 +250,17 @@ class Store:
         self.seq = 0
 
     # -- lifecycle --------------------------------------------------------------------
+    def odata_types(self) -> set[str]:
+        """Every ``@odata.type`` the documents hold, nested ones included, read from the
+        serialized form so that nothing has to be parsed."""
+        found: set[str] = set()
+        for entry in self._entries.values():
+            if entry._doc is None:  # not parsed: search the bytes
+                found.update(t.decode() for t in _ODATA_TYPE.findall(entry.body))
+            else:
+                _collect_types(entry._doc, found)  # parsed: walk it
+        return found
+
     async def open(self) -> None:
         loaded, seq = await self._backend.load()
         self._entries = {
@@ -279,7 +331,8 @@ class Store:
             changes.append(change)
             if doc is not None:
                 doc[ETAG] = f'"{seq}"'
-            stored.append((change, StoredDocument(uri, doc, private, seq) if doc else None))
+            stored.append((change, StoredDocument(uri, doc, private, seq)
+                           if doc is not None else None))
         # Durable first: if this raises, memory is untouched and the caller sees the error.
         await self._backend.write(stored)
         self.seq = seq
