@@ -12,22 +12,26 @@ from aiohttp import web
 from . import services
 from .config import Settings
 from .drivers import registry as drivers
-from .drivers.contract import BindingDriver, InventoryDriver
+from .drivers.contract import BindingDriver, EventSource, FaultInjector, InventoryDriver
 from .protocol import dispatch, middleware, wire
 from .resources import (
     accounts,
+    composition_service,
     fabrics,
     inventory,
     managers,
     pool,
     registries,
+    reservations,
     service_root,
     sessions,
     tasks,
 )
 from .resources.bootstrap import bootstrap, bootstrap_schema_files
 from .resources.composer import Composer
+from .resources.health import HealthMonitor
 from .resources.kind import Kinds
+from .resources.task_runner import TaskRunner
 from .security.accounts import Accounts
 from .security.auth import authenticate
 from .security.sessions import Sessions
@@ -48,7 +52,7 @@ def product_version() -> str:
 def default_kinds() -> Kinds:
     kinds = Kinds()
     for module in (service_root, accounts, sessions, managers, tasks, registries, inventory,
-                   pool, fabrics):
+                   pool, fabrics, composition_service, reservations):
         for kind in module.KINDS:
             kinds.add(kind)
     return kinds
@@ -93,11 +97,27 @@ def create_app(
         composer = Composer(store, fabric, timeout_s=settings.driver_timeout_s)
         app[services.COMPOSER] = composer
         await composer.recover()
+        await composer.start()  # reservations end on time
+        # Device health follows the driver's events (after recovery, so it sees the
+        # settled blocks); the fault actions are listed if the driver can inject.
+        monitor = HealthMonitor(store, fabric) if isinstance(fabric, EventSource) else None
+        if monitor is not None:
+            await monitor.start()
+        if isinstance(fabric, FaultInjector):
+            app[managers.FAULT_INJECTOR] = fabric
+        await managers.advertise_faults(store, isinstance(fabric, FaultInjector))
+        task_runner = TaskRunner(store, settings)
+        await task_runner.start()  # after recovery: tasks it cut short are marked so
+        app[services.TASK_RUNNER] = task_runner
         await bootstrap_schema_files(store)
         sessions_service.load()
         sessions_service.start()
         log.info("service ready", extra={"documents": len(store), "seq": store.seq})
         yield
+        await composer.stop()
+        await task_runner.stop()
+        if monitor is not None:
+            await monitor.stop()
         await sessions_service.stop()
         await store.close()
 

@@ -52,6 +52,10 @@ class Settings(BaseModel):
     rack: Path | None = None  # YAML description of the simulated rack (default: built in)
     # A driver operation (one bind or unbind) that takes longer is abandoned and undone.
     driver_timeout_s: float = Field(30.0, gt=0, le=3600)
+    # An operation (compose, action, ...) still running after this answers 202 with a
+    # task monitor; the Task resources kept at most (completed ones are overwritten).
+    task_threshold_s: float = Field(0.5, ge=0, le=3600)
+    max_tasks: int = Field(100, ge=1, le=10_000)
 
     @property
     def scheme(self) -> str:

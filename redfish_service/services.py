@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .resources.composer import Composer
     from .resources.kind import Kinds
+    from .resources.task_runner import TaskRunner
     from .security.accounts import Accounts
     from .security.sessions import Sessions
     from .store import Store
@@ -20,3 +21,4 @@ KINDS: web.AppKey[Kinds] = web.AppKey("kinds")
 ACCOUNTS: web.AppKey[Accounts] = web.AppKey("accounts")
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")
 COMPOSER: web.AppKey[Composer] = web.AppKey("composer")
+TASK_RUNNER: web.AppKey[TaskRunner] = web.AppKey("task_runner")

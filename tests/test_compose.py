@@ -71,7 +71,7 @@ async def test_physical_hosts_cannot_be_deleted(rf):
         (request("sled1", "nope"), 400, "Composition.1.1.ResourceBlockNotFound"),
         ({"Links": {"ResourceBlocks": []}, "Name": "x"}, 400, "Base.1.22.PropertyMissing"),
         ({"Name": "x"}, 400, "Base.1.22.PropertyMissing"),
-        ({**request("sled1"), "Processors": {"Members": []}}, 400, "Base.1.22.PropertyUnknown"),
+        ({**request("sled1"), "BiosVersion": "1.0"}, 400, "Base.1.22.PropertyUnknown"),
         ({**request("sled1"), "Name": 5}, 400, "Base.1.22.PropertyValueTypeError"),
     ],
 )

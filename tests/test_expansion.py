@@ -338,3 +338,14 @@ async def test_patch_links_honours_if_match(rf, driver):
     assert doc["AssetTag"] == "rack1-u12"
     assert doc["Links"]["ResourceBlocks"] == [HOST1_BLOCK, *refs("gpu1-6")]
     assert driver.bindings == {"gpu1-6": "host1"}
+
+
+async def test_recovery_undoes_bindings_no_document_records(aiohttp_client, settings):
+    """An attach cut short before its intent was written leaves the device bound with no
+    document saying so; at start the service unbinds it (the documents are the truth)."""
+    driver = SimulatedDriver()
+    await driver.bind("gpu1-4", "host2")  # the fabric holds it; the documents do not
+    client = await aiohttp_client(create_app(settings, backend=MemoryBackend(), driver=driver))
+    assert driver.bindings == {}
+    doc = await (await client.get(f"{BLOCKS}/gpu1-4", headers=ADMIN)).json()
+    assert doc["CompositionStatus"]["CompositionState"] == "Unused"

@@ -177,10 +177,16 @@ async def test_reconcile_is_idempotent_in_memory():
     assert store.seq == seq
 
 
-async def test_systems_advertise_specific_composition(client, admin):
+async def test_systems_advertise_specific_and_constrained_composition(client, admin):
     systems = await get(client, "/redfish/v1/Systems", admin)
-    [capability] = systems["@Redfish.CollectionCapabilities"]["Capabilities"]
+    capability, constrained = systems["@Redfish.CollectionCapabilities"]["Capabilities"]
     assert capability["UseCase"] == "ComputerSystemComposition"
+    assert constrained["UseCase"] == "ComputerSystemConstrainedComposition"
+    assert constrained["Links"] == capability["Links"]
+    caps = await get(client, constrained["CapabilitiesObject"]["@odata.id"], admin)
+    assert caps["Processors@Redfish.OptionalOnCreate"] is True
+    assert caps["Storage@Redfish.OptionalOnCreate"] is True
+    assert {"@odata.id": caps["@odata.id"]} not in systems["Members"]
     assert capability["Links"]["TargetCollection"] == {"@odata.id": "/redfish/v1/Systems"}
     assert capability["Links"]["RelatedItem"] == [
         {"@odata.id": f"{ZONES}/pcie1"}, {"@odata.id": f"{ZONES}/pcie2"}]

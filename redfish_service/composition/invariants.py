@@ -30,6 +30,11 @@ def violations(doc: Docs, members: Callable[[str], list[str]]) -> list[str]:
         systems = _ids(block.get("Links", {}).get("ComputerSystems"))
         if state == "Composing":
             out.append(f"{uri} is left Composing")
+        # Device health (resources/health.py): a free block is Unavailable exactly while
+        # its device is not healthy, so a broken device is never offered for composition.
+        health = block.get("Status", {}).get("Health", "OK")
+        if (state == "Unused" and health != "OK") or (state == "Unavailable" and health == "OK"):
+            out.append(f"{uri} is {state} with Health {health}")
         if "ComputerSystem" not in block.get("ResourceBlockType", ()):
             composed = state in ("Composed", "ComposedAndAvailable")
             if composed != bool(systems):
@@ -71,7 +76,10 @@ def violations(doc: Docs, members: Callable[[str], list[str]]) -> list[str]:
 
 
 def _fabric_violations(doc: Docs, members, blocks: dict[str, dict[str, Any]]) -> list[str]:
-    """Fabric zones hold exactly each initiator's bound devices; endpoints agree."""
+    """Fabric zones hold exactly each initiator's bound devices; endpoints agree; ports
+    and endpoints link both ways; every bound CXL memory device has one Connection to its
+    initiator and one Memory entry in its system (free ones none); systems list the
+    PCIe devices of exactly their attached device blocks."""
     from ..protocol.errors import RedfishError
     from .planner import driver_host, host_block
 
@@ -105,4 +113,114 @@ def _fabric_violations(doc: Docs, members, blocks: dict[str, dict[str, Any]]) ->
             if named != listed.get(ep, set()):
                 out.append(f"{ep} names zones {sorted(named)}, listed in "
                            f"{sorted(listed.get(ep, set()))}")
+        out += _port_violations(doc, members, fabric, endpoints)
+    out += _cxl_violations(doc, members, blocks, bound)
+    out += _host_device_violations(doc, members, blocks)
+    return out
+
+
+def _port_violations(doc: Docs, members, fabric: str, endpoints: set[str]) -> list[str]:
+    out: list[str] = []
+    ports_of: dict[str, set[str]] = {}
+    for switch in members(f"{fabric}/Switches"):
+        for port in members(f"{switch}/Ports"):
+            for ep in _ids((doc(port) or {}).get("Links", {}).get("AssociatedEndpoints")):
+                ports_of.setdefault(ep, set()).add(port)
+                if ep not in endpoints:
+                    out.append(f"{port} names {ep}, which is not an endpoint of {fabric}")
+    for ep in endpoints:
+        named = _ids((doc(ep) or {}).get("Links", {}).get("ConnectedPorts"))
+        if named != ports_of.get(ep, set()):
+            out.append(f"{ep} names ports {sorted(named)}, named by "
+                       f"{sorted(ports_of.get(ep, set()))}")
+    return out
+
+
+def _cxl_violations(doc: Docs, members, blocks: dict[str, dict[str, Any]],
+                    bound: dict[str, str]) -> list[str]:
+    out: list[str] = []
+    system_of = {b["Id"]: b["Links"]["ComputerSystems"][0]["@odata.id"]
+                 for b in blocks.values() if b.get("Id") in bound}
+    # chunk -> (system, Memory entry) of every host-side CXL memory entry
+    entries: dict[str, list[tuple[str, str]]] = {}
+    for system in members("/redfish/v1/Systems"):
+        for memory in members(f"{system}/Memory"):
+            for chunk in _ids((doc(memory) or {}).get("Links", {}).get("MemoryMediaSources")):
+                entries.setdefault(chunk, []).append((system, memory))
+    for fabric in members(FABRICS):
+        if (doc(fabric) or {}).get("FabricType") != "CXL":
+            continue
+        by_target: dict[str, list[dict[str, Any]]] = {}
+        for uri in members(f"{fabric}/Connections"):
+            connection = doc(uri) or {}
+            links = connection.get("Links", {})
+            for side in ("InitiatorEndpoints", "TargetEndpoints"):
+                for ep in _ids(links.get(side)):
+                    if uri not in _ids((doc(ep) or {}).get("Links", {}).get("Connections")):
+                        out.append(f"{uri} names {ep}, which does not name it back")
+            for ep in _ids(links.get("TargetEndpoints")):
+                by_target.setdefault(ep, []).append(connection)
+        for ep in members(f"{fabric}/Endpoints"):
+            for uri in _ids((doc(ep) or {}).get("Links", {}).get("Connections")):
+                linked = (doc(uri) or {}).get("Links", {})
+                if ep not in _ids(linked.get("InitiatorEndpoints")) | _ids(
+                        linked.get("TargetEndpoints")):
+                    out.append(f"{ep} names connection {uri}, which does not name it")
+            endpoint = doc(ep) or {}
+            chunks = [e["EntityLink"]["@odata.id"] for e in endpoint.get("ConnectedEntities", ())
+                      if e.get("EntityType") == "MemoryChunk" and "EntityLink" in e]
+            if not chunks:
+                continue
+            device = ep.rsplit("/", 1)[1]
+            connections = by_target.get(ep, [])
+            if device not in bound:
+                if connections:
+                    out.append(f"free CXL device {device} has connections")
+                for chunk in chunks:
+                    if entries.get(chunk):
+                        out.append(f"free CXL device {device} is memory of "
+                                   f"{sorted(s for s, _ in entries[chunk])}")
+                continue
+            initiator = f"{fabric}/Endpoints/{bound[device]}"
+            if len(connections) != 1:
+                out.append(f"bound CXL device {device} has {len(connections)} connections")
+            for connection in connections:
+                if _ids(connection.get("Links", {}).get("InitiatorEndpoints")) != {initiator}:
+                    out.append(f"{connection.get('@odata.id')} is not to {initiator}")
+                granted = {i.get("MemoryChunk", {}).get("@odata.id")
+                           for i in connection.get("MemoryChunkInfo", ())}
+                if granted != set(chunks):
+                    out.append(f"{connection.get('@odata.id')} grants {sorted(granted)}, "
+                               f"not {chunks}")
+            for chunk in chunks:
+                if doc(chunk) is None:
+                    out.append(f"{ep} names missing memory chunk {chunk}")
+                if [s for s, _ in entries.get(chunk, [])] != [system_of[device]]:
+                    out.append(f"bound CXL device {device} is memory of "
+                               f"{sorted(s for s, _ in entries.get(chunk, []))}, "
+                               f"not of {system_of[device]}")
+    return out
+
+
+def _host_device_violations(doc: Docs, members, blocks: dict[str, dict[str, Any]]
+                            ) -> list[str]:
+    out: list[str] = []
+    for system_uri in members("/redfish/v1/Systems"):
+        system = doc(system_uri) or {}
+        attached = set()
+        for uri in _ids(system.get("Links", {}).get("ResourceBlocks")):
+            types = set(blocks.get(uri, {}).get("ResourceBlockType", ()))
+            if types and not types & {"ComputerSystem", "Compute"}:
+                attached.add(uri.rsplit("/", 1)[1])
+        shown = set()
+        for uri in _ids(system.get("PCIeDevices")):
+            device = doc(uri)
+            if device is None or not device.get("@odata.type", "").startswith("#PCIeDevice."):
+                out.append(f"{system_uri} shows {uri}, which is not a PCIe device")
+            shown.add(uri.rsplit("/", 1)[1])
+        if shown != attached:
+            out.append(f"{system_uri} shows PCIe devices {sorted(shown)}, "
+                       f"has blocks {sorted(attached)}")
+        if system.get("PCIeDevices@odata.count", len(shown)) != len(system.get("PCIeDevices", ())):
+            out.append(f"{system_uri} PCIeDevices@odata.count disagrees")
     return out

@@ -73,7 +73,7 @@ def driver_host(system: dict[str, Any], host: BlockView) -> str:
 
 
 def plan_add(system: dict[str, Any], block_uri: str,
-             blocks: dict[str, dict[str, Any]]) -> Step:
+             blocks: dict[str, dict[str, Any]], *, check_state: bool = True) -> Step:
     """Attach the device of ``block_uri`` to the expandable ``system``."""
     host = host_block(system, blocks)
     doc = blocks.get(block_uri)
@@ -84,7 +84,7 @@ def plan_add(system: dict[str, Any], block_uri: str,
         raise refuse(400, "ResourceBlockInvalid", block.id)
     if system["@odata.id"] in block.systems:
         raise refuse(409, "ResourceBlockInUse", block.id)
-    if block.state not in FREE_STATES or block.reserved:
+    if check_state and (block.state not in FREE_STATES or block.reserved):
         raise refuse(409, "ResourceBlockInUse", block.id)
     if not block.zones & host.zones:
         raise refuse(400, "IncompatibleZone")
@@ -92,7 +92,7 @@ def plan_add(system: dict[str, Any], block_uri: str,
 
 
 def plan_remove(system: dict[str, Any], block_uri: str,
-                blocks: dict[str, dict[str, Any]]) -> Step:
+                blocks: dict[str, dict[str, Any]], *, check_state: bool = True) -> Step:
     """Detach the device of ``block_uri`` from ``system``."""
     host = host_block(system, blocks)
     doc = blocks.get(block_uri)
@@ -106,8 +106,8 @@ def plan_remove(system: dict[str, Any], block_uri: str,
     return Step(False, block.uri, block.id, system["@odata.id"], driver_host(system, host))
 
 
-def plan_compose(block_uris: list[str], blocks: dict[str, dict[str, Any]]
-                 ) -> tuple[BlockView, list[BlockView]]:
+def plan_compose(block_uris: list[str], blocks: dict[str, dict[str, Any]], *,
+                 check_state: bool = True) -> tuple[BlockView, list[BlockView]]:
     """A new system from exactly one free compute block and free device blocks that all
     share a zone: (compute block, device blocks)."""
     views = []
@@ -125,7 +125,7 @@ def plan_compose(block_uris: list[str], blocks: dict[str, dict[str, Any]]
         if not view.types or not view.types <= EXPANSION_TYPES:
             raise refuse(400, "ResourceBlockInvalid", view.id)
     for view in views:
-        if view.state not in FREE_STATES or view.reserved:
+        if check_state and (view.state not in FREE_STATES or view.reserved):
             raise refuse(409, "ResourceBlockInUse", view.id)
     common = frozenset.intersection(*(v.zones for v in views))
     if not common:
@@ -137,7 +137,7 @@ def composed(block: dict[str, Any], system_uri: str) -> dict[str, Any]:
     """The block after joining ``system_uri``."""
     out = dict(block)
     status = dict(out["CompositionStatus"])
-    status.update(CompositionState="Composed", NumberOfCompositions=1)
+    status.update(CompositionState="Composed", NumberOfCompositions=1, Reserved=False)
     out["CompositionStatus"] = status
     out["Pool"] = "Active"
     out["Links"] = {**out["Links"], "ComputerSystems": [{"@odata.id": system_uri}]}
@@ -148,7 +148,10 @@ def released(block: dict[str, Any]) -> dict[str, Any]:
     """The block after leaving its system."""
     out = dict(block)
     status = dict(out["CompositionStatus"])
-    status.update(CompositionState="Unused", NumberOfCompositions=0)
+    # A device that failed while in a system is not free: out of the pool until repaired.
+    healthy = out.get("Status", {}).get("Health", "OK") == "OK"
+    status.update(CompositionState="Unused" if healthy else "Unavailable",
+                  NumberOfCompositions=0, Reserved=False)
     out["CompositionStatus"] = status
     out["Pool"] = "Free"
     out.pop("Client", None)

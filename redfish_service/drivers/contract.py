@@ -1,13 +1,15 @@
 """The driver contract: what a switch driver tells the service and does for it.
 
-Small and async, one ABC per capability (ironic style). This first part is the inventory
-of host servers; binding, CXL memory, events and health join it with the composition
-service.
+Small and async, one ABC per capability (ironic style): inventory and binding, which every
+driver has; and the optional ``EventSource`` (device failure, surprise removal, link state)
+and ``FaultInjector`` (a simulator's or lab fabric's way to provoke faults on purpose).
 """
 
 from __future__ import annotations
 
 import abc
+import enum
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 
@@ -112,6 +114,10 @@ class DriverTimeout(DriverError):
     transient = True
 
 
+class DeviceFailed(DriverError):
+    """The device is out of order: retrying will not help until it is repaired."""
+
+
 class BindingDriver(abc.ABC):
     """Attaches pooled devices to hosts. Both operations are idempotent: binding a
     device already bound to that host, or unbinding one that is not bound, succeeds."""
@@ -123,3 +129,139 @@ class BindingDriver(abc.ABC):
     @abc.abstractmethod
     async def unbind(self, device_id: str, host_id: str) -> None:
         """Detach ``device_id`` from ``host_id``."""
+
+    async def bound(self) -> dict[str, str] | None:
+        """The bindings the fabric holds now, device id -> host id, or None if the driver
+        cannot tell. At start the service undoes bindings that no document records (an
+        attach cut short before its intent was written), so a driver that can answer
+        should."""
+        return None
+
+
+# -- events (optional capability) ---------------------------------------------------------
+
+
+class EventKind(enum.StrEnum):
+    DEVICE_FAILED = "DeviceFailed"
+    DEVICE_RESTORED = "DeviceRestored"
+    DEVICE_REMOVED = "DeviceRemoved"
+    DEVICE_INSERTED = "DeviceInserted"
+    LINK_DOWN = "LinkDown"
+    LINK_UP = "LinkUp"
+
+
+@dataclass(frozen=True)
+class DeviceCondition:
+    """What is wrong with a device, all at once: an event carries the whole condition so
+    that applying it is idempotent and a missed or repeated event cannot mislead."""
+
+    present: bool = True
+    failed: bool = False
+    link_up: bool = True
+
+    @property
+    def nominal(self) -> bool:
+        return self.present and not self.failed and self.link_up
+
+
+NOMINAL = DeviceCondition()
+
+
+@dataclass(frozen=True)
+class DriverEvent:
+    """Something happened to a device: ``kind`` says what, ``condition`` is its state now."""
+
+    kind: EventKind
+    device_id: str
+    condition: DeviceCondition
+
+
+class EventSource(abc.ABC):
+    """Tells the service when devices fail, vanish, come back, or lose their link."""
+
+    @abc.abstractmethod
+    def events(self) -> AsyncIterator[DriverEvent]:
+        """Subscribe: every event raised after this call is delivered, in order, until
+        the iterator is closed (``aclose``)."""
+
+    @abc.abstractmethod
+    async def conditions(self) -> dict[str, DeviceCondition]:
+        """The devices that are not nominal now (absent, failed, link down). The service
+        reads it at start, after subscribing, so nothing between the two is lost."""
+
+
+# -- fault injection (optional capability) -------------------------------------------------
+
+BIND_FAULTS = ("bind_fails", "bind_hangs")
+EVENT_FAULTS = ("link_flap", "surprise_removal", "device_failure")
+FAULT_KINDS = BIND_FAULTS + EVENT_FAULTS
+FAULT_ERRORS = ("LinkDown", "DeviceFailed", "DeviceBusy")  # what a failing bind raises
+HANG_S = 86_400.0  # a hung bind sleeps a day: longer than any timeout the service allows
+FLAP_S = 1.0  # how long a flapped link stays down unless told otherwise
+
+
+class InvalidFault(ValueError):
+    """A fault description that does not hold together; ``field`` names the culprit and
+    ``missing`` says whether it is absent (rather than not applicable or out of range)."""
+
+    def __init__(self, field_name: str, problem: str, *, missing: bool = False) -> None:
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name
+        self.missing = missing
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault to provoke. ``bind_fails``/``bind_hangs`` are rules that wait for a
+    matching bind (``device``/``host`` narrow them, ``times`` bounds them, ``probability``
+    draws from the driver's seeded generator); the others happen when injected."""
+
+    kind: str
+    device: str | None = None
+    host: str | None = None
+    times: int | None = None
+    probability: float = 1.0
+    error: str = "LinkDown"
+    duration_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise InvalidFault("kind", f"must be one of {', '.join(FAULT_KINDS)}")
+        if self.kind in EVENT_FAULTS:
+            if self.device is None:
+                raise InvalidFault("device", f"{self.kind} needs a device", missing=True)
+            for name, unset in (("host", self.host is None), ("times", self.times is None),
+                                ("probability", self.probability == 1.0)):
+                if not unset:
+                    raise InvalidFault(name, f"does not apply to {self.kind}")
+        if self.kind != "bind_fails" and self.error != "LinkDown":
+            raise InvalidFault("error", f"does not apply to {self.kind}")
+        if self.kind in ("bind_fails", "surprise_removal", "device_failure") \
+                and self.duration_s is not None:
+            raise InvalidFault("duration_s", f"does not apply to {self.kind}")
+        if self.error not in FAULT_ERRORS:
+            raise InvalidFault("error", f"must be one of {', '.join(FAULT_ERRORS)}")
+        if self.times is not None and self.times < 1:
+            raise InvalidFault("times", "must be at least 1")
+        if not 0 < self.probability <= 1:
+            raise InvalidFault("probability", "must be above 0 and at most 1")
+        if self.duration_s is not None and not 0 <= self.duration_s <= HANG_S:
+            raise InvalidFault("duration_s", f"must be between 0 and {HANG_S:g}")
+
+
+class FaultInjector(abc.ABC):
+    """Provokes faults on purpose (a simulator, a lab fabric): for testing the service and
+    its clients. Production drivers do not implement it."""
+
+    @abc.abstractmethod
+    async def inject(self, fault: Fault) -> None:
+        """Arm a bind rule, or raise the event now. Unknown device/host: DeviceNotFound."""
+
+    @abc.abstractmethod
+    async def clear(self, device_id: str | None = None) -> None:
+        """Disarm the rules (of one device, or all) and bring the device(s) back to
+        nominal, raising the events that say so."""
+
+    @abc.abstractmethod
+    def reseed(self, seed: int) -> None:
+        """Restart the generator ``probability`` draws from, for a repeatable run."""

@@ -95,6 +95,16 @@ class DriverContract:
         await driver.bind(device, host)  # and it can be bound again afterwards
         await driver.unbind(device, host)
 
+    async def test_bound_tells_the_bindings_if_it_answers(self, driver):
+        device, host, _ = await self._pair(driver)
+        before = await driver.bound()
+        if before is None:
+            pytest.skip("the driver does not report its bindings (bound() is None)")
+        await driver.bind(device, host)
+        assert (await driver.bound()).get(device) == host
+        await driver.unbind(device, host)
+        assert device not in await driver.bound()
+
     async def test_a_device_is_bound_to_one_host_at_a_time(self, driver):
         device, host, hosts = await self._pair(driver)
         others = [h for h in hosts if h != host]

@@ -14,6 +14,8 @@ from .. import services
 from ..resources import uris
 from ..resources.context import Ctx
 from ..resources.kind import Kind, entity_of
+from ..resources.task_runner import TaskRunner
+from ..resources.tasks import TASK_MONITORS
 from ..security import privileges
 from ..security.auth import LOGIN_URIS, basic_mode, unauthorized
 from ..store import Entry
@@ -33,6 +35,11 @@ def normalize(path: str) -> str:
 
 def context(request: web.Request) -> Ctx:
     return Ctx(request.app, request.get("principal"), request.remote)
+
+
+def task_runner(ctx: Ctx) -> TaskRunner:
+    """Runs operations, answering 202 + a task monitor for those that take long."""
+    return ctx.app[services.TASK_RUNNER]
 
 
 # -- authorization ----------------------------------------------------------------------
@@ -215,21 +222,35 @@ async def do_patch(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
     body = await read_json(request, required=True)
     patched = body.keys() if isinstance(body, dict) else None
     authorize(ctx, "PATCH", uri, entry.doc, patched)
-    handled = False
-    if isinstance(body, dict) and body:
-        body, handled = await kind.pre_patch(ctx, uri, body, if_match_tags(request))
-        if handled and all(k.startswith("@") for k in body):
-            view = representation(ctx, uri)
-            if view is None:
-                raise not_found(uri)
-            return json_response(200, view[0], view[1])
+    tags = if_match_tags(request)
+    if not (isinstance(body, dict) and body):
+        return await _patch(ctx, kind, uri, body, False, tags)
+    handled: bool | None = None  # not known while the kind's pre_patch runs
+
+    async def operation() -> web.Response:
+        nonlocal handled
+        rest, handled = await kind.pre_patch(ctx, uri, body, tags)
+        return await _patch(ctx, kind, uri, rest, handled, tags)
+
+    # Only an operation the kind carries out (not a plain document edit) becomes a task.
+    return await task_runner(ctx).run(ctx, "PATCH", uri, body, operation,
+                                      deferrable=lambda: handled is not False)
+
+
+async def _patch(ctx: Ctx, kind: Kind, uri: str, body: Any, handled: bool,
+                 tags: list[str] | None) -> web.Response:
+    if handled and all(k.startswith("@") for k in body):
+        view = representation(ctx, uri)
+        if view is None:
+            raise not_found(uri)
+        return json_response(200, view[0], view[1])
     messages: list[dict] = []
     async with ctx.store.transaction(ctx.actor) as tx:
         current = ctx.store.get(uri)
         if current is None:
             raise not_found(uri)
-        if not handled:
-            check_if_match(request, current)
+        if not handled and not etag_matches(tags, current):
+            raise RedfishError.of(412, "PreconditionFailed")
         result = apply_patch(kind.writable, body, tx.get(uri) or {})
         messages += result.errors
         messages += await kind.check_patch(ctx, tx, uri, current.doc, result.doc)
@@ -255,15 +276,21 @@ async def do_post(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
     if uri not in LOGIN_URIS:
         authorize(ctx, "POST", uri, entry.doc)
     body = await read_json(request, required=True)
-    created = await kind.create(ctx, uri, body)
-    headers = {"Location": created.uri, **(created.headers or {})}
-    body_out = created.body
-    view = representation(ctx, created.uri)
-    if view is not None:
-        if body_out is None:
-            body_out = view[0]
-        headers.update(view[1])
-    return json_response(created.status, body_out, headers)
+
+    async def operation() -> web.Response:
+        created = await kind.create(ctx, uri, body)
+        headers = {"Location": created.uri, **(created.headers or {})}
+        body_out = created.body
+        view = representation(ctx, created.uri)
+        if view is not None:
+            if body_out is None:
+                body_out = view[0]
+            headers.update(view[1])
+        return json_response(created.status, body_out, headers)
+
+    if uri in LOGIN_URIS:
+        return await operation()  # a login answers with its token, never through a task
+    return await task_runner(ctx).run(ctx, "POST", uri, body, operation)
 
 
 async def do_action(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
@@ -279,22 +306,37 @@ async def do_action(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
     body = await read_json(request, required=False)
     if not isinstance(body, dict):
         raise RedfishError.of(400, "MalformedJSON")
-    result = await getattr(kind, method_name)(ctx, target, body)
-    return json_response(result.status, result.body, result.headers)
+
+    async def operation() -> web.Response:
+        result = await getattr(kind, method_name)(ctx, target, body)
+        return json_response(result.status, result.body, result.headers)
+
+    return await task_runner(ctx).run(ctx, "POST", uri, body, operation)
 
 
 async def do_delete(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
     entry, kind = _target(ctx, uri, "DELETE")
     authorize(ctx, "DELETE", uri, entry.doc)
-    if await kind.pre_delete(ctx, uri, if_match_tags(request)):
+    tags = if_match_tags(request)
+    handled: bool | None = None  # not known while the kind's pre_delete runs
+
+    async def operation() -> web.Response:
+        nonlocal handled
+        handled = await kind.pre_delete(ctx, uri, tags)
+        if handled:
+            return web.Response(status=204)
+        async with ctx.store.transaction(ctx.actor) as tx:
+            current = ctx.store.get(uri)
+            if current is None:
+                raise not_found(uri)
+            if not etag_matches(tags, current):
+                raise RedfishError.of(412, "PreconditionFailed")
+            await kind.delete(ctx, tx, uri)
         return web.Response(status=204)
-    async with ctx.store.transaction(ctx.actor) as tx:
-        current = ctx.store.get(uri)
-        if current is None:
-            raise not_found(uri)
-        check_if_match(request, current)
-        await kind.delete(ctx, tx, uri)
-    return web.Response(status=204)
+
+    # Only an operation the kind carries out (decomposing a system) becomes a task.
+    return await task_runner(ctx).run(ctx, "DELETE", uri, None, operation,
+                                      deferrable=lambda: handled is not False)
 
 
 _STATIC_ALLOW = "GET, HEAD"
@@ -316,6 +358,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
             body=metadata.metadata_xml(ctx.store),
             headers={"Content-Type": "application/xml;charset=utf-8", **headers},
         )
+    if path.startswith(TASK_MONITORS + "/"):
+        return await task_runner(ctx).monitor(request, ctx, path)
     if method in ("GET", "HEAD"):
         return await do_get(request, ctx, path)
     if method == "PATCH":

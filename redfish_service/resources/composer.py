@@ -1,14 +1,18 @@
-"""Carrying out expansion and reduction of host servers: plan, reserve, switch, commit.
+"""Carrying out composition changes: plan, mark, switch, commit (all or nothing).
 
-1. In one transaction: plan against the documents as they are (so two clients racing for
-   one block cannot both win) and mark the block ``Composing``.
-2. Ask the driver to bind or unbind, serialized per host.
-3. In one transaction: the block ``Composed`` (or ``Unused``), the links both ways, the
-   pools. If the driver failed, the block gets its previous state back instead.
+1. In one transaction: plan the whole change on a working copy
+   (:class:`~redfish_service.composition.batch.View`) against the documents as they are
+   (so two clients racing for one block cannot both win) and mark every block it touches
+   ``Composing``, with the intent recorded for recovery.
+2. Ask the driver for each bind or unbind in order, each abandoned after a timeout.
+3. In one transaction: blocks, systems created or deleted, links both ways, pools,
+   fabric. If the driver failed, the steps done are undone and the blocks get their
+   previous state back instead.
 
-The whole operation runs shielded from the client's request, so a client hanging up
-cannot leave a block half-composed. On start, :meth:`Composer.recover` settles blocks a
-crash left ``Composing`` and replays the bindings into the driver (idempotently).
+Operations naming a system are serialized per system. The whole operation runs shielded
+from the client's request, so a client hanging up cannot leave a block half-composed. On
+start, :meth:`Composer.recover` settles blocks a crash left ``Composing`` and replays the
+bindings into the driver (idempotently).
 """
 
 from __future__ import annotations
@@ -16,17 +20,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from ..composition import planner
+from ..composition.batch import Batch, SystemBuilder, View
 from ..drivers.contract import BindingDriver, DeviceBusy, DriverError, DriverTimeout
 from ..protocol.errors import RedfishError
 from ..store import Store, Transaction
-from . import uris
+from . import reservations, uris
 from .fabrics import sync_zones
-from .pool import refresh_pools
+from .pool import ZONES, refresh_pools
+
+T = TypeVar("T")
+# the block properties that hold the resources a constrained request is matched against
+CONTAINED = ("Processors", "Memory", "Drives", "NetworkInterfaces")
 
 log = logging.getLogger("redfish_service.composition")
 
@@ -50,7 +61,28 @@ class Composer:
         self._store = store
         self._driver = driver
         self._timeout_s = timeout_s
-        self._host_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # per system
+        self._expirer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._expirer = asyncio.create_task(self._expire_reservations())
+
+    async def stop(self) -> None:
+        if self._expirer is not None:
+            self._expirer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expirer
+
+    async def _expire_reservations(self) -> None:
+        """For the service's life: end each reservation when its time is up (at most a
+        second late; every composition also ends the due ones before it plans)."""
+        while True:
+            due = reservations.next_expiry(self._store)
+            await asyncio.sleep(1.0 if due is None else min(1.0, max(0.0, due - time.time())))
+            try:
+                await reservations.expire(self._store)
+            except Exception:
+                log.exception("could not end expired reservations")
 
     async def _bind(self, device_id: str, host_id: str, attach: bool = True) -> None:
         """One driver operation, abandoned after the timeout: a driver that hangs then
@@ -73,143 +105,142 @@ class Composer:
         return {u: d for u in self._store.members(uris.RESOURCE_BLOCKS)
                 if (d := self._store.doc(u)) is not None}
 
-    def _blocks(self, tx: Transaction) -> dict[str, dict[str, Any]]:
-        return {u: d for u in self._store.members(uris.RESOURCE_BLOCKS)
-                if (d := tx.get(u)) is not None}
+    # -- what the planner sees -----------------------------------------------------------
+
+    def _contents(self, uri: str) -> dict[str, list[dict[str, Any]]]:
+        block, doc = self._store.doc(uri) or {}, self._store.doc
+        return {prop: [d for link in block.get(prop, ()) if (d := doc(link["@odata.id"]))]
+                for prop in CONTAINED if prop in block}
+
+    def view(self, *, mine: frozenset[str] = frozenset()) -> View:
+        """A working copy of the composition state as committed now."""
+        service = self._store.doc(uris.COMPOSITION_SERVICE) or {}
+        zones = [(z, [b["@odata.id"] for b in (self._store.doc(z) or {}).get(
+                      "Links", {}).get("ResourceBlocks", [])])
+                 for z in self._store.members(ZONES)]
+        return View(self._blocks_now(), self._store.doc, zones=zones,
+                    contents=self._contents, reserved_by=reservations.holders(self._store),
+                    mine=mine,
+                    overprovisioning=bool(service.get("AllowOverprovisioning")),
+                    zone_affinity=bool(service.get("AllowZoneAffinity")))
+
+    # -- carrying out a planned batch --------------------------------------------------
+
+    async def run(self, actor: str | None, plan: Callable[[View], T], *,
+                  lock: Iterable[str] = (), dry_run: bool = False,
+                  mine: frozenset[str] = frozenset(),
+                  on_plan: Callable[[Transaction, View], None] | None = None,
+                  on_commit: Callable[[Transaction], None] | None = None) -> T:
+        """Plan with ``plan(view)`` and carry the batch out, all or nothing.
+
+        ``lock``: systems whose operations must not interleave with this one (taken in
+        order, before planning). ``dry_run``: plan only (and ``on_plan`` writes, for a
+        reservation). Runs shielded: a client hanging up does not stop it half-way.
+        """
+        task = asyncio.ensure_future(self._run(actor, plan, sorted(set(lock)), dry_run,
+                                               mine, on_plan, on_commit))
+        return await asyncio.shield(task)
+
+    async def _run(self, actor, plan, lock, dry_run, mine, on_plan, on_commit):
+        await reservations.expire(self._store)
+        async with contextlib.AsyncExitStack() as held:
+            for system_uri in lock:
+                await held.enter_async_context(self._locks[system_uri])
+            async with self._store.transaction(actor) as tx:
+                view = self.view(mine=mine)
+                result = plan(view)
+                batch = view.batch
+                if on_plan is not None:
+                    on_plan(tx, view)
+                if dry_run or batch.empty:
+                    return result
+                for uri, doc in batch.before.items():
+                    tx.put(uri, planner.with_state(doc, "Composing"),
+                           {"composing": batch.intents[uri]})
+                refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
+            await self._switch(actor, batch)
+            async with self._store.transaction(actor) as tx:
+                self._commit(tx, batch)
+                if on_commit is not None:
+                    on_commit(tx)
+        log.info("composition changed", extra={
+            "steps": len(batch.steps), "created": list(batch.created),
+            "deleted": batch.deleted})
+        return result
+
+    async def _switch(self, actor: str | None, batch: Batch) -> None:
+        """The driver steps in order; on a failure the ones done are undone in reverse
+        and the blocks get their previous state back."""
+        done: list[planner.Step] = []
+        try:
+            for step in batch.steps:
+                await self._bind(step.device_id, step.host_id, step.attach)
+                done.append(step)
+        except DriverError as e:
+            log.warning("driver refused", extra={"block": step.device_id,
+                                                 "host": step.host_id, "error": str(e)})
+            for undo in reversed(done):
+                try:
+                    await self._bind(undo.device_id, undo.host_id, not undo.attach)
+                except DriverError:
+                    log.exception("could not undo a driver step",
+                                  extra={"block": undo.device_id, "host": undo.host_id})
+            async with self._store.transaction(actor) as tx:
+                for uri, doc in batch.before.items():
+                    tx.put(uri, doc, {})
+                refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
+            raise _driver_error(e, step.device_id) from None
+
+    def _commit(self, tx: Transaction, batch: Batch) -> None:
+        for uri, doc in batch.created.items():
+            tx.create(uri, doc)
+        for uri in batch.deleted:
+            tx.delete(uri)
+        for system_uri, edits in batch.links.items():
+            system = tx.get(system_uri)
+            if system is None:
+                continue
+            links = system.setdefault("Links", {})
+            attached = [b["@odata.id"] for b in links.get("ResourceBlocks", [])]
+            for block_uri, add in edits:
+                attached = [b for b in attached if b != block_uri]
+                if add:
+                    attached.append(block_uri)
+            links["ResourceBlocks"] = [{"@odata.id": b} for b in attached]
+            tx.put(system_uri, system)
+        for uri, doc in batch.after.items():
+            tx.put(uri, doc, {})
+        refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
+        sync_zones(tx, self._store)
+
+    # -- the operations clients ask for --------------------------------------------------
 
     async def change(self, actor: str | None, system_uri: str, block_uri: str, *,
                      attach: bool, etags: dict[str, str | None] | None = None) -> None:
         """Attach (or detach) the block's device to (from) the system; raises RedfishError."""
-        task = asyncio.ensure_future(self._change(actor, system_uri, block_uri, attach,
-                                                  etags or {}))
-        await asyncio.shield(task)
-
-    async def _change(self, actor, system_uri, block_uri, attach, etags) -> None:
-        system = self._store.doc(system_uri)
-        if system is None:
+        if self._store.doc(system_uri) is None:
             raise RedfishError.of(404, "ResourceMissingAtURI", system_uri)
-        async with self._host_locks[system["Id"]]:
-            async with self._store.transaction(actor) as tx:
-                if not all(_etag_matches(self._store, u, t) for u, t in etags.items()):
-                    raise RedfishError.of(428, "PreconditionFailed")
-                system = tx.get(system_uri)
-                blocks = self._blocks(tx)
-                plan = planner.plan_add if attach else planner.plan_remove
-                step = plan(system, block_uri, blocks)
-                before = blocks[step.block_uri]
-                # What is under way is kept with the block, for recovery after a crash.
-                intent = {"composing": {"host": step.host_id, "attach": attach,
-                                        "system": step.system_uri}}
-                tx.put(step.block_uri, planner.with_state(before, "Composing"), intent)
-            try:
-                await self._bind(step.device_id, step.host_id, attach)
-            except DriverError as e:
-                log.warning("driver refused", extra={"block": step.device_id,
-                                                     "host": step.host_id, "error": str(e)})
-                async with self._store.transaction(actor) as tx:
-                    tx.put(step.block_uri, before, {})
-                raise _driver_error(e, step.device_id) from None
-            async with self._store.transaction(actor) as tx:
-                self._commit(tx, step, before)
-            log.info("attached" if attach else "detached",
-                     extra={"block": step.device_id, "host": step.host_id})
 
-    def _commit(self, tx: Transaction, step: planner.Step, before: dict[str, Any]) -> None:
-        system = tx.get(step.system_uri) or {}
-        links = system.setdefault("Links", {})
-        attached = [b for b in links.get("ResourceBlocks", [])
-                    if b["@odata.id"] != step.block_uri]
-        if step.attach:
-            attached.append({"@odata.id": step.block_uri})
-            tx.put(step.block_uri, planner.composed(before, step.system_uri), {})
-        else:
-            tx.put(step.block_uri, planner.released(before), {})
-        links["ResourceBlocks"] = attached
-        tx.put(step.system_uri, system)
-        refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
-        sync_zones(tx, self._store)
+        def plan(view: View) -> None:
+            if not all(_etag_matches(self._store, u, t) for u, t in (etags or {}).items()):
+                raise RedfishError.of(428, "PreconditionFailed")
+            (view.attach if attach else view.detach)(system_uri, block_uri)
 
-    async def compose(self, actor: str | None, name: str, block_uris: list[str],
-                      system_doc) -> str:
-        """A new system from a compute block and device blocks; returns its URI.
-        ``system_doc(uri, compute_block_doc, block_uris)`` builds the system document."""
-        task = asyncio.ensure_future(self._compose(actor, name, block_uris, system_doc))
-        return await asyncio.shield(task)
+        await self.run(actor, plan, lock=[system_uri])
 
-    async def _compose(self, actor, name, block_uris, system_doc) -> str:
+    async def compose(self, actor: str | None, body: dict[str, Any],
+                      system_doc: SystemBuilder) -> str:
+        """A new system from the request body (specific, constrained or mixed); its URI.
+        ``system_doc(uri, compute_block_doc, block_uris, name)`` builds its document."""
         system_uri = f"{uris.SYSTEMS}/composed-{uuid.uuid4().hex[:8]}"
-        async with self._store.transaction(actor) as tx:
-            blocks = self._blocks(tx)
-            compute, devices = planner.plan_compose(block_uris, blocks)
-            before = {v.uri: blocks[v.uri] for v in (compute, *devices)}
-            intent = {"host": compute.id, "attach": True, "system": system_uri}
-            for uri, doc in before.items():
-                tx.put(uri, planner.with_state(doc, "Composing"), {"composing": intent})
-        async with self._host_locks[compute.id]:
-            done: list[str] = []
-            try:
-                for device in devices:
-                    await self._bind(device.id, compute.id)
-                    done.append(device.id)
-            except DriverError as e:
-                for device_id in reversed(done):
-                    with contextlib.suppress(DriverError):
-                        await self._unbind(device_id, compute.id)
-                async with self._store.transaction(actor) as tx:
-                    for uri, doc in before.items():
-                        tx.put(uri, doc, {})
-                raise _driver_error(e, device.id) from None
-            async with self._store.transaction(actor) as tx:
-                ordered = [compute.uri, *(d.uri for d in devices)]
-                tx.create(system_uri, system_doc(system_uri, before[compute.uri], ordered, name))
-                for uri, doc in before.items():
-                    tx.put(uri, planner.composed(doc, system_uri), {})
-                refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
-                sync_zones(tx, self._store)
-        log.info("composed", extra={"system": system_uri, "blocks": len(before)})
+        await self.run(actor, lambda view: view.compose(system_uri, body, system_doc))
         return system_uri
 
     async def decompose(self, actor: str | None, system_uri: str) -> None:
         """Detach every device of a composed system, free its blocks, delete it."""
-        await asyncio.shield(asyncio.ensure_future(self._decompose(actor, system_uri)))
-
-    async def _decompose(self, actor, system_uri) -> None:
-        async with self._store.transaction(actor) as tx:
-            system = tx.get(system_uri)
-            if system is None:
-                raise RedfishError.of(404, "ResourceMissingAtURI", system_uri)
-            blocks = self._blocks(tx)
-            host = planner.host_block(system, blocks)
-            linked = [b["@odata.id"] for b in system["Links"].get("ResourceBlocks", [])]
-            before = {u: blocks[u] for u in linked if u in blocks}
-            for doc in before.values():
-                if doc["CompositionStatus"]["CompositionState"] == "Composing":
-                    raise planner.refuse(409, "ResourceBlockInUse", doc["Id"])
-            intent = {"host": host.id, "attach": False, "system": system_uri}
-            for uri, doc in before.items():
-                tx.put(uri, planner.with_state(doc, "Composing"), {"composing": intent})
-        async with self._host_locks[host.id]:
-            done: list[str] = []
-            devices = [d["Id"] for u, d in before.items() if u != host.uri]
-            try:
-                for device_id in devices:
-                    await self._unbind(device_id, host.id)
-                    done.append(device_id)
-            except DriverError as e:
-                for device_id in reversed(done):
-                    with contextlib.suppress(DriverError):
-                        await self._bind(device_id, host.id)
-                async with self._store.transaction(actor) as tx:
-                    for uri, doc in before.items():
-                        tx.put(uri, doc, {})
-                raise _driver_error(e, device_id) from None
-            async with self._store.transaction(actor) as tx:
-                tx.delete(system_uri)
-                for uri, doc in before.items():
-                    tx.put(uri, planner.released(doc), {})
-                refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
-                sync_zones(tx, self._store)
-        log.info("decomposed", extra={"system": system_uri})
+        if self._store.doc(system_uri) is None:
+            raise RedfishError.of(404, "ResourceMissingAtURI", system_uri)
+        await self.run(actor, lambda view: view.decompose(system_uri), lock=[system_uri])
 
     async def recover(self) -> None:
         """Settle what a crash interrupted and make the driver agree with the documents.
@@ -265,3 +296,31 @@ class Composer:
             except DriverError as e:
                 log.error("driver cannot restore a binding",
                           extra={"block": uri, "host": host, "error": str(e)})
+        await self._forget_unrecorded()
+
+    async def _forget_unrecorded(self) -> None:
+        """Unbind what the fabric holds but no document records: the documents are the
+        acknowledged truth, and such a binding was never acknowledged to anyone."""
+        try:
+            bound = await self._driver.bound()
+        except DriverError as e:
+            log.error("driver cannot list its bindings", extra={"error": str(e)})
+            return
+        for device_id, host_id in (bound or {}).items():
+            block = self._store.doc(f"{uris.RESOURCE_BLOCKS}/{device_id}") or {}
+            systems = block.get("Links", {}).get("ComputerSystems", [])
+            if systems:
+                system = self._store.doc(systems[0]["@odata.id"]) or {}
+                try:
+                    if planner.driver_host(system, planner.host_block(
+                            system, self._blocks_now())) == host_id:
+                        continue
+                except RedfishError:
+                    pass
+            try:
+                await self._unbind(device_id, host_id)
+                log.warning("undid a binding no document records",
+                            extra={"block": device_id, "host": host_id})
+            except DriverError as e:
+                log.error("cannot undo an unrecorded binding",
+                          extra={"block": device_id, "host": host_id, "error": str(e)})

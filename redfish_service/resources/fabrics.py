@@ -1,31 +1,48 @@
-"""The PCIe and CXL fabrics: switches, endpoints and zones that follow the composition.
+"""The PCIe and CXL fabrics: switches, ports, endpoints and zones that follow the
+composition, and the hardware behind them.
 
 One Fabric per protocol the rack has (``PCIe``, ``CXL``). Each host and compute sled a
 switch reaches is an initiator endpoint (``RootComplex``); each device behind a switch is
 a target endpoint. Each initiator has a ``ZoneOfEndpoints`` holding itself and the devices
-bound to it: :func:`sync_zones` recomputes the zones from the blocks' composition state,
-and runs in every transaction that changes it, so the fabric always agrees with the
-CompositionService.
+bound to it.
+
+:func:`reconcile` writes what the hardware is (switch ports: :mod:`.ports`; enclosures and
+PCIe devices: :mod:`.pcie_devices`; CXL memory domains and chunks: :mod:`.cxl`).
+:func:`sync_zones` runs in every transaction that changes composition state and makes
+everything that depends on it agree with the blocks: zones, CXL Connections
+(:mod:`.cxl`) and what each system shows (:mod:`.host_view`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from ..composition import planner
-from ..drivers.contract import Inventory
-from ..protocol.errors import RedfishError
+from ..drivers.contract import Device, Inventory, Switch
 from ..store import Store, Transaction
-from . import uris
+from . import cxl, host_view, pcie_devices, ports, uris
 from .accounts import collection_doc
+from .fabric_state import (
+    FABRICS,
+    OK,
+    Snapshot,
+    device_private,
+    enclosure_uri,
+    link_ids,
+    members,
+    memory_chunk_uri,
+    peek,
+    ref,
+    same_doc,
+    snapshot,
+)
 from .kind import Kind
+from .registries import ensure_schema_files
 
-FABRICS = "/redfish/v1/Fabrics"
 FABRIC_TYPE = "#Fabric.v1_4_0.Fabric"
 SWITCH_TYPE = "#Switch.v1_11_0.Switch"
 ENDPOINT_TYPE = "#Endpoint.v1_8_2.Endpoint"
 ZONE_TYPE = "#Zone.v1_6_3.Zone"
-OK = {"State": "Enabled", "Health": "OK"}
 TARGETS = {  # device kind -> (EntityType, contained resource the entity is)
     "GPU": ("Processor", "Processors/GPU0"),
     "NVMe": ("Drive", "Drives/Drive0"),
@@ -33,18 +50,23 @@ TARGETS = {  # device kind -> (EntityType, contained resource the entity is)
     "DPU": ("NetworkController", None),
     "NIC": ("NetworkController", None),
 }
-
-
-def ref(uri: str) -> dict[str, str]:
-    return {"@odata.id": uri}
+# Links the composition changes (sync_zones owns them; reconciliation keeps them).
+DYNAMIC_LINKS = {ZONE_TYPE: ("Endpoints", "InvolvedSwitches"),
+                 ENDPOINT_TYPE: ("Zones", "Connections")}
+SOURCE = {"source": "fabric"}  # private part of the chassis this module owns
+MODEL_VERSION = 2  # of the hardware documents ``desired`` builds; see ``fingerprint``
 
 
 def zone_id(initiator: str) -> str:
     return f"zone-{initiator}"
 
 
-def desired(inventory: Inventory) -> dict[str, dict[str, Any]]:
+def desired(inventory: Inventory) -> tuple[dict[str, dict[str, Any]], dict[str, dict]]:
+    """(URI -> document, URI -> private data) of everything the rack's hardware is: the
+    fabrics with their switches, ports, endpoints and zones, and the switches' enclosures
+    with the PCIe devices and CXL memory in them."""
     docs: dict[str, dict[str, Any]] = {}
+    private: dict[str, dict[str, Any]] = {}
     for protocol in sorted({s.protocol for s in inventory.switches}):
         fabric = f"{FABRICS}/{protocol}"
         switches = [s for s in inventory.switches if s.protocol == protocol]
@@ -59,24 +81,28 @@ def desired(inventory: Inventory) -> dict[str, dict[str, Any]]:
                              ("Endpoints", "EndpointCollection"), ("Zones", "ZoneCollection")):
             docs[f"{fabric}/{name}"] = collection_doc(f"{fabric}/{name}", entity,
                                                       f"{protocol} {name.lower()}")
+        if cxl.is_cxl_fabric(fabric):
+            docs[fabric]["Connections"] = ref(f"{fabric}/Connections")
+            docs[f"{fabric}/Connections"] = cxl.connections_collection(fabric)
         initiators: dict[str, str | None] = {}  # endpoint id -> system it stands for
         for host in inventory.hosts:
             if any(host.id in s.hosts for s in switches):
                 initiators[host.id] = f"{uris.SYSTEMS}/{host.id}"
+        sled_switch = {sl.id: sl.switch for sl in inventory.sleds}
         for sled in inventory.sleds:
             if sled.switch in switch_ids or any(sled.id in s.hosts for s in switches):
                 initiators[sled.id] = None
-        endpoints_of: dict[str, list[str]] = {s.id: [] for s in switches}
+        reaches: dict[str, list[str]] = {s.id: [] for s in switches}  # switch -> initiators
+        behind: dict[str, list[Device]] = {s.id: [] for s in switches}  # switch -> devices
         for ep_id, system in initiators.items():
             entity: dict[str, Any] = {"EntityType": "RootComplex", "EntityRole": "Initiator"}
             if system:
                 entity["EntityLink"] = ref(system)
             uri = f"{fabric}/Endpoints/{ep_id}"
-            docs[uri] = _endpoint(uri, ep_id, protocol, entity, f"Root ports of {ep_id}")
-            sled_switch = next((sl.switch for sl in inventory.sleds if sl.id == ep_id), None)
+            docs[uri] = _endpoint(uri, ep_id, protocol, [entity], f"Root ports of {ep_id}")
             for s in switches:
-                if ep_id in s.hosts or s.id == sled_switch:
-                    endpoints_of[s.id].append(uri)
+                if ep_id in s.hosts or s.id == sled_switch.get(ep_id):
+                    reaches[s.id].append(ep_id)
             zone = f"{fabric}/Zones/{zone_id(ep_id)}"
             docs[zone] = {
                 "@odata.id": zone, "@odata.type": ZONE_TYPE, "Id": zone_id(ep_id),
@@ -92,116 +118,178 @@ def desired(inventory: Inventory) -> dict[str, dict[str, Any]]:
                                       "DeviceId": device.device_id}}
             if inner:
                 entity["EntityLink"] = ref(f"{uris.RESOURCE_BLOCKS}/{device.id}/{inner}")
+            entities = [entity]
+            if device.kind == "CXLMemory":
+                entities.append({"EntityType": "MemoryChunk", "EntityRole": "Target",
+                                 "EntityLink": ref(memory_chunk_uri(device.switch,
+                                                                    device.id))})
             uri = f"{fabric}/Endpoints/{device.id}"
-            docs[uri] = _endpoint(uri, device.id, protocol, entity,
+            docs[uri] = _endpoint(uri, device.id, protocol, entities,
                                   f"{device.kind} {device.id}")
-            endpoints_of[device.switch].append(uri)
+            private[uri] = device_private(device.switch, device.kind)
+            behind[device.switch].append(device)
         for s in switches:
-            uri = f"{fabric}/Switches/{s.id}"
-            docs[uri] = {
-                "@odata.id": uri, "@odata.type": SWITCH_TYPE, "Id": s.id,
-                "Name": f"{protocol} switch {s.id}", "SwitchType": protocol,
-                "SupportedProtocols": [protocol], "Manufacturer": s.manufacturer,
-                "Model": s.model, "Status": OK,
-                "Links": {"Endpoints": [ref(e) for e in endpoints_of[s.id]]},
-            }
+            docs.update(_switch(fabric, s, reaches[s.id], behind[s.id]))
+    connected = ports.ports_of_endpoints(docs)
+    for uri, doc in docs.items():
+        if doc["@odata.type"] == ENDPOINT_TYPE:
+            doc["Links"]["ConnectedPorts"] = [ref(p) for p in connected.get(uri, [])]
+            if cxl.is_cxl_fabric(uri.split("/Endpoints/")[0]):
+                doc["Links"]["Connections"] = []
+    for uri, doc in docs.items():
+        if doc["@odata.type"] == pcie_devices.CHASSIS_TYPE:
+            private[uri] = dict(SOURCE)
+    return docs, private
+
+
+def _switch(fabric: str, switch: Switch, initiators: list[str],
+            devices: list[Device]) -> dict[str, dict[str, Any]]:
+    uri = f"{fabric}/Switches/{switch.id}"
+    docs = {uri: {
+        "@odata.id": uri, "@odata.type": SWITCH_TYPE, "Id": switch.id,
+        "Name": f"{switch.protocol} switch {switch.id}", "SwitchType": switch.protocol,
+        "SupportedProtocols": [switch.protocol], "Manufacturer": switch.manufacturer,
+        "Model": switch.model, "Status": OK, "Ports": ref(f"{uri}/Ports"),
+        "Links": {"Endpoints": [ref(f"{fabric}/Endpoints/{e}")
+                                for e in [*initiators, *(d.id for d in devices)]],
+                  "Chassis": ref(enclosure_uri(switch.id))},
+    }}
+    docs.update(ports.switch_ports(fabric, switch, initiators, devices))
+    docs.update(pcie_devices.enclosure_documents(fabric, switch, devices))
+    docs.update(cxl.memory_documents(fabric, switch, devices))
     return docs
 
 
-def _endpoint(uri: str, ep_id: str, protocol: str, entity: dict[str, Any],
+def _endpoint(uri: str, ep_id: str, protocol: str, entities: list[dict[str, Any]],
               name: str) -> dict[str, Any]:
     return {
         "@odata.id": uri, "@odata.type": ENDPOINT_TYPE, "Id": ep_id, "Name": name,
-        "EndpointProtocol": protocol, "Status": OK, "ConnectedEntities": [entity],
+        "EndpointProtocol": protocol, "Status": OK, "ConnectedEntities": entities,
         "Links": {"Zones": []},
     }
 
 
-def _bound(store: Store, tx: Transaction) -> dict[str, str]:
-    """Device (block) id -> the initiator it is bound to, from the composition state."""
-    blocks = {u: d for u in store.members(uris.RESOURCE_BLOCKS) if (d := tx.get(u))}
-    out: dict[str, str] = {}
-    for block in blocks.values():
-        systems = block.get("Links", {}).get("ComputerSystems", [])
-        if not systems or planner.HOST_TYPES & set(block.get("ResourceBlockType", ())):
-            continue
-        system = tx.get(systems[0]["@odata.id"])
-        if system is None:
-            continue
-        try:
-            out[block["Id"]] = planner.driver_host(system, planner.host_block(system, blocks))
-        except RedfishError:
-            continue
-    return out
-
-
 def sync_zones(tx: Transaction, store: Store) -> None:
-    """Make every fabric zone hold its initiator and the devices bound to it, and every
-    endpoint name the zones it is in."""
-    bound = _bound(store, tx)
+    """Make the fabric and the systems show the bindings the blocks record: every zone
+    holds its initiator and the devices bound to it, every CXL memory binding has its
+    Connection and host Memory entry, every system lists its PCIe devices, and every
+    endpoint names its zones and connections. Only documents that change are written."""
+    snap = snapshot(tx, store)
+    connections = cxl.sync_connections(tx, store, snap)
+    _sync_endpoints(tx, store, snap, connections)
+    host_view.sync(tx, store, snap)
+
+
+def _sync_endpoints(tx: Transaction, store: Store, snap: Snapshot,
+                    connections: dict[str, list[str]]) -> None:
     for fabric in store.members(FABRICS):
-        endpoints = set(store.members(f"{fabric}/Endpoints"))
+        endpoints = members(tx, store, f"{fabric}/Endpoints")
+        known = set(endpoints)
+        switches_of: dict[str, list[str]] = {}  # endpoint -> switch ids
+        for switch_uri in members(tx, store, f"{fabric}/Switches"):
+            switch = peek(tx, store, switch_uri) or {}
+            for e in link_ids(switch.get("Links", {}).get("Endpoints")):
+                switches_of.setdefault(e, []).append(switch_uri.rsplit("/", 1)[1])
         zones_of: dict[str, list[str]] = {e: [] for e in endpoints}
-        for zone_uri in store.members(f"{fabric}/Zones"):
-            zone = tx.get(zone_uri)
+        bound_to: dict[str, list[str]] = {}  # initiator -> its bound devices' endpoints
+        for b in snap.bindings:
+            if f"{fabric}/Endpoints/{b.device}" in known:
+                bound_to.setdefault(b.initiator, []).append(f"{fabric}/Endpoints/{b.device}")
+        for zone_uri in members(tx, store, f"{fabric}/Zones"):
+            zone = peek(tx, store, zone_uri)
             if zone is None:
                 continue
             initiator = zone["Id"].removeprefix("zone-")
-            members = [f"{fabric}/Endpoints/{initiator}"]
-            members += [f"{fabric}/Endpoints/{d}" for d, h in sorted(bound.items())
-                        if h == initiator and f"{fabric}/Endpoints/{d}" in endpoints]
-            involved = [ref(f"{fabric}/Switches/{s}") for s in _switches(store, fabric, members)]
-            zone["Links"] = {"Endpoints": [ref(m) for m in members], "InvolvedSwitches": involved}
-            tx.put(zone_uri, zone)
-            for member in members:
+            devices = bound_to.get(initiator, [])
+            zone_members = [f"{fabric}/Endpoints/{initiator}", *devices]
+            involved = sorted({s for d in devices for s in switches_of.get(d, ())})
+            wanted = {"Endpoints": [ref(m) for m in zone_members],
+                      "InvolvedSwitches": [ref(f"{fabric}/Switches/{s}") for s in involved]}
+            if zone.get("Links") != wanted:
+                doc = tx.get(zone_uri)
+                assert doc is not None
+                doc["Links"] = wanted
+                tx.put(zone_uri, doc)
+            for member in zone_members:
                 zones_of.setdefault(member, []).append(zone_uri)
+        cxl_fabric = cxl.is_cxl_fabric(fabric)
         for endpoint_uri, zones in zones_of.items():
-            endpoint = tx.get(endpoint_uri)
-            if endpoint is not None:
-                endpoint["Links"] = {**endpoint.get("Links", {}),
-                                     "Zones": [ref(z) for z in zones]}
-                tx.put(endpoint_uri, endpoint)
+            endpoint = peek(tx, store, endpoint_uri)
+            if endpoint is None:
+                continue
+            wanted = {"Zones": [ref(z) for z in zones]}
+            if cxl_fabric:
+                wanted["Connections"] = [ref(c) for c in connections.get(endpoint_uri, [])]
+            current = endpoint.get("Links", {})
+            if any(current.get(k) != v for k, v in wanted.items()):
+                doc = tx.get(endpoint_uri)
+                assert doc is not None
+                doc["Links"] = {**doc.get("Links", {}), **wanted}
+                tx.put(endpoint_uri, doc)
 
 
-def _switches(store: Store, fabric: str, members: list[str]) -> list[str]:
-    """The switches whose endpoints include any of ``members`` (only when it routes)."""
-    if len(members) < 2:
-        return []
-    out = []
-    for switch_uri in store.members(f"{fabric}/Switches"):
-        switch = store.doc(switch_uri) or {}
-        linked = {e["@odata.id"] for e in switch.get("Links", {}).get("Endpoints", [])}
-        if linked & set(members[1:]):
-            out.append(switch_uri.rsplit("/", 1)[1])
-    return out
+def fingerprint(inventory: Inventory) -> dict[str, str]:
+    """What the hardware documents were built from: the inventory and the shape of the
+    model (bump MODEL_VERSION when ``desired`` changes what it builds)."""
+    digest = hashlib.sha256(f"{MODEL_VERSION}\n{inventory!r}".encode()).hexdigest()
+    return {"inventory": digest}
 
 
 async def reconcile(store: Store, inventory: Inventory) -> None:
-    wanted = desired(inventory)
+    """Make the hardware documents match the inventory (skipped when neither it nor the
+    model changed since the last time: at 10,000 devices building them is most of a
+    restart), then the composition-dependent ones match the blocks."""
+    seen = fingerprint(inventory)
+    entry = store.get(FABRICS)
+    if entry is None or entry.private != seen:
+        await _reconcile_hardware(store, inventory, seen)
+    async with store.transaction("service") as tx:
+        sync_zones(tx, store)
+        if any(cxl.is_cxl_fabric(f) for f in store.members(FABRICS)) \
+                and tx.exists(uris.JSON_SCHEMAS):
+            # Connections come and go with the composition; their schema is listed always.
+            ensure_schema_files(tx, [cxl.CONNECTION_TYPE])
+
+
+async def _reconcile_hardware(store: Store, inventory: Inventory,
+                              seen: dict[str, str]) -> None:
+    wanted, private = desired(inventory)
     async with store.transaction("service") as tx:
         if not tx.exists(FABRICS):
             tx.create(FABRICS, collection_doc(FABRICS, "FabricCollection", "Fabrics"))
         for uri in store.members(FABRICS):
             if uri not in wanted:
                 tx.delete(uri)
+        for uri in store.members(uris.CHASSIS):
+            entry = store.get(uri)
+            if uri not in wanted and entry is not None and entry.private == SOURCE:
+                tx.delete(uri)
+        # What is no longer there goes, below every collection this module fills.
+        for uri, doc in wanted.items():
+            if "Members" in doc and not uri.endswith("/Connections"):
+                for member in members(tx, store, uri):
+                    if member not in wanted and tx.exists(member):
+                        tx.delete(member)
         for uri in sorted(wanted, key=lambda u: u.count("/")):  # parents first
-            current = tx.get(uri)
             doc = wanted[uri]
+            entry = store.get(uri)
+            current = peek(tx, store, uri)
             if current is not None and "Members" in doc:
                 continue  # collections keep their member lists
-            if current is not None and "Links" in doc:
-                doc["Links"] = {**current.get("Links", {}), **{
-                    k: v for k, v in doc.get("Links", {}).items()
-                    if k not in ("Zones", "Endpoints", "InvolvedSwitches")
-                    or doc["@odata.type"] == SWITCH_TYPE}}
-            tx.put(uri, doc)
-        for fabric in store.members(FABRICS):
-            for name in ("Switches", "Endpoints", "Zones"):
-                for uri in store.members(f"{fabric}/{name}"):
-                    if uri not in wanted and tx.exists(uri):
-                        tx.delete(uri)
-    async with store.transaction("service") as tx:
-        sync_zones(tx, store)
+            if current is not None:
+                for key in DYNAMIC_LINKS.get(doc["@odata.type"], ()):
+                    if key in current.get("Links", {}):
+                        doc["Links"][key] = current["Links"][key]
+                if "AssetTag" in current and doc["@odata.type"] == pcie_devices.CHASSIS_TYPE:
+                    doc["AssetTag"] = current["AssetTag"]
+                if doc["@odata.type"] == ENDPOINT_TYPE and "Status" in current:
+                    doc["Status"] = current["Status"]  # device health owns it
+            want_private = private.get(uri)
+            if current is not None and same_doc(current, doc) \
+                    and entry is not None and entry.private == want_private:
+                continue
+            tx.put(uri, doc, want_private, owned=True)  # built for this put alone
+        tx.set_private(FABRICS, seen)
 
 
 class FabricKind(Kind):

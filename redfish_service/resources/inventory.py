@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from ..composition import planner
+from ..composition.batch import View
 from ..composition.messages import COMPOSITION
 from ..drivers.contract import Host, Inventory
 from ..protocol.errors import RedfishError
@@ -107,17 +108,43 @@ def capabilities_doc() -> dict[str, Any]:
     }
 
 
+CONSTRAINED_CAPABILITIES = f"{uris.SYSTEMS}/ConstrainedCompositionCapabilities"
+
+
+def constrained_capabilities_doc() -> dict[str, Any]:
+    """What a POST to /redfish/v1/Systems takes when it describes resources instead of
+    naming blocks (constrained composition); mixing both is allowed. The collections a
+    request may describe are annotated; their members take ``@Redfish.RequestedCount`` and
+    the resource's own properties (see docs/architecture.md)."""
+    doc: dict[str, Any] = {
+        "@odata.id": CONSTRAINED_CAPABILITIES,
+        "@odata.type": SYSTEM_TYPE,
+        "Id": "ConstrainedCompositionCapabilities",
+        "Name": "Capabilities for composing a system from a description of its resources",
+        "Name@Redfish.RequiredOnCreate": True,
+        "Name@Redfish.SetOnlyOnCreate": True,
+        "Description@Redfish.OptionalOnCreate": True,
+        "Links": {"ResourceBlocks@Redfish.OptionalOnCreate": True},
+        "@Redfish.ResourceBlockLimits": {"MinCompute": 1, "MaxCompute": 1},
+    }
+    for collection in ("Processors", "Memory", "Storage", "NetworkInterfaces",
+                       "EthernetInterfaces"):
+        doc[f"{collection}@Redfish.OptionalOnCreate"] = True
+    return doc
+
+
 def collection_capabilities(zones: list[str]) -> dict[str, Any]:
+    related = [{"@odata.id": z} for z in zones]
     return {
         "@odata.type": "#CollectionCapabilities.v1_4_1.CollectionCapabilities",
         "Capabilities": [{
-            "CapabilitiesObject": {"@odata.id": CAPABILITIES},
-            "UseCase": "ComputerSystemComposition",
-            "Links": {
-                "TargetCollection": {"@odata.id": uris.SYSTEMS},
-                "RelatedItem": [{"@odata.id": z} for z in zones],
-            },
-        }],
+            "CapabilitiesObject": {"@odata.id": capabilities},
+            "UseCase": use_case,
+            "Links": {"TargetCollection": {"@odata.id": uris.SYSTEMS}, "RelatedItem": related},
+        } for capabilities, use_case in (
+            (CAPABILITIES, "ComputerSystemComposition"),
+            (CONSTRAINED_CAPABILITIES, "ComputerSystemConstrainedComposition"),
+        )],
     }
 
 
@@ -142,6 +169,10 @@ async def reconcile(store: Store, inventory: Inventory) -> None:
                 if attached and "ResourceBlocks" in doc["Links"]:
                     own = doc["Links"]["ResourceBlocks"]
                     doc["Links"]["ResourceBlocks"] = own + [b for b in attached if b not in own]
+                # So do the devices it shows (fabrics.sync_zones keeps them).
+                for key in ("PCIeDevices", "PCIeDevices@odata.count", "Memory"):
+                    if key in current and doc["@odata.type"] == SYSTEM_TYPE:
+                        doc[key] = current[key]
                 current.pop("@odata.etag", None)
                 if current == doc:
                     continue
@@ -208,9 +239,6 @@ def _block_params(action: str, body: dict[str, Any]) -> tuple[str, str | None, s
 
 class SystemKind(Kind):
     entity = "ComputerSystem"
-
-    def _is_capabilities(self, doc: dict[str, Any]) -> bool:
-        return "@Redfish.ResourceBlockLimits" in doc
     writable = {"AssetTag": Str(max_length=64, nullable=True)}
     actions = {
         "ComputerSystem.AddResourceBlock": "add_block",
@@ -226,39 +254,42 @@ class SystemKind(Kind):
         entry = ctx.store.get(uri)
         if entry is None:
             raise RedfishError.of(404, "ResourceMissingAtURI", uri)
-        if if_match is not None and "*" not in if_match and not (
-            {entry.etag, f"W/{entry.etag}"} & set(if_match)
-        ):
-            raise RedfishError.of(412, "PreconditionFailed")
-        current = [b["@odata.id"] for b in entry.doc["Links"].get("ResourceBlocks", [])]
-        wanted = _wanted_blocks(links["ResourceBlocks"], current)
         rest = {k: v for k, v in body.items() if k != "Links"}
         other_links = {k: v for k, v in links.items() if k != "ResourceBlocks"}
         if other_links:
             rest["Links"] = other_links
         if any(not k.startswith("@") for k in rest):
             apply_patch(self.writable, rest, entry.doc)  # refuse now, before switching
-        base = planner.host_block(entry.doc, {
-            u: d for u in current if (d := ctx.store.doc(u)) is not None})
-        if base.uri not in wanted:
-            raise RedfishError.of(400, "ResourceBlockInvalid", base.id,
-                                  registry=COMPOSITION, related=["/Links/ResourceBlocks"])
-        steps = [(b, False) for b in current if b not in wanted]
-        steps += [(b, True) for b in dict.fromkeys(wanted) if b not in current]
-        done: list[tuple[str, bool]] = []
-        try:
-            for block, attach in steps:
-                await ctx.composer.change(ctx.actor, uri, block, attach=attach)
-                done.append((block, attach))
-        except RedfishError:
-            for block, attach in reversed(done):
-                try:
-                    await ctx.composer.change(ctx.actor, uri, block, attach=not attach)
-                except RedfishError:
-                    log.exception("could not undo a step of a failed PATCH",
-                                  extra={"system": uri, "block": block})
-            raise
+
+        def plan(view: View) -> None:
+            # Under the system's lock: the precondition and the difference are taken
+            # from the state the whole change applies to, so two PATCHes serialize.
+            entry = ctx.store.get(uri)
+            if entry is None:
+                raise RedfishError.of(404, "ResourceMissingAtURI", uri)
+            if if_match is not None and "*" not in if_match and not (
+                {entry.etag, f"W/{entry.etag}"} & set(if_match)
+            ):
+                raise RedfishError.of(412, "PreconditionFailed")
+            current = [b["@odata.id"] for b in entry.doc["Links"].get("ResourceBlocks", [])]
+            wanted = _wanted_blocks(links["ResourceBlocks"], current)
+            base = planner.host_block(entry.doc, view.blocks)
+            if base.uri not in wanted:
+                raise RedfishError.of(400, "ResourceBlockInvalid", base.id,
+                                      registry=COMPOSITION, related=["/Links/ResourceBlocks"])
+            for block in current:
+                if block not in wanted:
+                    view.detach(uri, block)
+            for block in dict.fromkeys(wanted):
+                if block not in current:
+                    view.attach(uri, block)
+
+        await ctx.composer.run(ctx.actor, plan, lock=[uri])
         return rest, True
+
+    @staticmethod
+    def _is_capabilities(doc: dict[str, Any]) -> bool:
+        return doc.get("@odata.id") in (CAPABILITIES, CONSTRAINED_CAPABILITIES)
 
     def allow(self, doc: dict[str, Any]) -> list[str]:
         if self._is_capabilities(doc):
@@ -296,9 +327,6 @@ class ChassisKind(Kind):
     writable = {"AssetTag": Str(max_length=64, nullable=True)}
 
 
-
-
-
 def composed_system_doc(uri: str, compute: dict[str, Any], blocks: list[str],
                         name: str) -> dict[str, Any]:
     system_id = uri.rsplit("/", 1)[1]
@@ -322,33 +350,56 @@ def composed_system_doc(uri: str, compute: dict[str, Any], blocks: list[str],
     }
 
 
+# What a composition request may hold besides annotations: specific blocks, constraints.
+REQUEST_PROPERTIES = ("Name", "Description", "Links", "Processors", "Memory", "Storage",
+                      "NetworkInterfaces", "EthernetInterfaces")
+
+
+def system_request(body: Any, *, name_required: bool) -> None:
+    """Refuse (400, every problem listed) a ComputerSystem composition request that is
+    malformed; what it asks for is checked when planned."""
+    if not isinstance(body, dict):
+        raise RedfishError.of(400, "MalformedJSON")
+    errors = [message("PropertyUnknown", k, related=[f"/{k}"]) for k in body
+              if k not in REQUEST_PROPERTIES and not k.startswith("@")]
+    if "Name" not in body:
+        if name_required:
+            errors.append(message("PropertyMissing", "Name", related=["/Name"]))
+    elif not isinstance(body["Name"], str) or not body["Name"].strip():
+        errors.append(message("PropertyValueTypeError", shown_value(body["Name"]), "Name",
+                              related=["/Name"]))
+    links = body.get("Links", {})
+    constrained = any(k in body for k in REQUEST_PROPERTIES[3:])
+    if not isinstance(links, dict):
+        errors.append(message("PropertyValueTypeError", shown_value(links), "Links",
+                              related=["/Links"]))
+    elif "ResourceBlocks" in links:
+        try:
+            blocks = _wanted_blocks(links["ResourceBlocks"], [])
+        except RedfishError as e:
+            errors += e.messages
+        else:
+            if not blocks and not constrained:
+                errors.append(message("PropertyMissing", "Links/ResourceBlocks",
+                                      related=["/Links/ResourceBlocks"]))
+    elif not constrained:
+        errors.append(message("PropertyMissing", "Links/ResourceBlocks",
+                              related=["/Links/ResourceBlocks"]))
+    if errors:
+        raise RedfishError(400, errors)
+
+
 class SystemCollectionKind(Kind):
-    """POST /redfish/v1/Systems composes a new system (specific composition)."""
+    """POST /redfish/v1/Systems composes a new system: specific (``Links.ResourceBlocks``),
+    constrained (``Processors``, ``Memory``, ``Storage``... with ``@Redfish.RequestedCount``)
+    or both."""
 
     entity = "ComputerSystemCollection"
     insertable = True
 
     async def create(self, ctx: Ctx, collection_uri: str, body: Any) -> Created:
-        if not isinstance(body, dict):
-            raise RedfishError.of(400, "MalformedJSON")
-        errors = [message("PropertyUnknown", k, related=[f"/{k}"]) for k in body
-                  if k not in ("Name", "Description", "Links") and not k.startswith("@")]
-        if "Name" not in body:
-            errors.append(message("PropertyMissing", "Name", related=["/Name"]))
-        elif not isinstance(body["Name"], str) or not body["Name"].strip():
-            errors.append(message("PropertyValueTypeError", shown_value(body["Name"]), "Name",
-                                  related=["/Name"]))
-        links = body.get("Links")
-        if not isinstance(links, dict) or "ResourceBlocks" not in links:
-            errors.append(message("PropertyMissing", "Links/ResourceBlocks",
-                                  related=["/Links/ResourceBlocks"]))
-        if errors:
-            raise RedfishError(400, errors)
-        wanted = _wanted_blocks(links["ResourceBlocks"], [])
-        if not wanted:
-            raise RedfishError.of(400, "PropertyMissing", "Links/ResourceBlocks",
-                                  related=["/Links/ResourceBlocks"])
-        uri = await ctx.composer.compose(ctx.actor, body["Name"], wanted, composed_system_doc)
+        system_request(body, name_required=True)
+        uri = await ctx.composer.compose(ctx.actor, body, composed_system_doc)
         return Created(uri)
 
 

@@ -15,6 +15,7 @@ from ..drivers.contract import Device, Host, Inventory, Sled
 from ..store import Store, Transaction
 from . import uris
 from .accounts import collection_doc
+from .composition_service import ACTION_INFO, action_info_doc, compose_action
 from .kind import Kind
 
 COMPOSITION_SERVICE = uris.COMPOSITION_SERVICE
@@ -55,7 +56,7 @@ def composition_service_doc() -> dict[str, Any]:
         "Description": "Pooled devices and the host servers they can be attached to",
         "Status": OK,
         "ServiceEnabled": True,
-        "AllowOverprovisioning": False,
+        "AllowOverprovisioning": True,
         "AllowZoneAffinity": True,
         "ReservationDuration": "PT10M",
         "ResourceBlocks": ref(BLOCKS),
@@ -63,6 +64,7 @@ def composition_service_doc() -> dict[str, Any]:
         "FreePool": ref(FREE_POOL),
         "ActivePool": ref(ACTIVE_POOL),
         "CompositionReservations": ref(RESERVATIONS),
+        "Actions": compose_action(),
     }
 
 
@@ -202,6 +204,10 @@ async def reconcile(store: Store, inventory: Inventory) -> None:
     async with store.transaction("service") as tx:
         if not tx.exists(COMPOSITION_SERVICE):
             tx.create(COMPOSITION_SERVICE, composition_service_doc())
+        service = tx.get(COMPOSITION_SERVICE) or {}
+        if service.get("Actions") != compose_action():  # state from an older version
+            tx.put(COMPOSITION_SERVICE, {**service, "Actions": compose_action()})
+        tx.put(ACTION_INFO, action_info_doc())
         for uri, entity, name in (
             (BLOCKS, "ResourceBlockCollection", "Resource Blocks"),
             (ZONES, "ZoneCollection", "Resource Zones"),
@@ -224,23 +230,28 @@ async def reconcile(store: Store, inventory: Inventory) -> None:
                         doc[key] = current[key]
                 doc["Links"]["ComputerSystems"] = current.get("Links", {}).get(
                     "ComputerSystems", [])
-            tx.put(uri, doc)
+            tx.put(uri, doc, owned=True)  # built for this put alone
         refresh_pools(tx, [u for u, d in wanted.items() if d.get("@odata.type") == BLOCK_TYPE])
         _advertise_composition(tx, [u for u in wanted if u.startswith(ZONES + "/")])
 
 
 def _advertise_composition(tx: Transaction, zones: list[str]) -> None:
     """``@Redfish.CollectionCapabilities`` on /Systems and the capabilities object."""
-    from .inventory import CAPABILITIES, capabilities_doc, collection_capabilities
+    from .inventory import (
+        capabilities_doc,
+        collection_capabilities,
+        constrained_capabilities_doc,
+    )
 
     systems = tx.get(uris.SYSTEMS)
     if systems is not None:
         systems["@Redfish.CollectionCapabilities"] = collection_capabilities(sorted(zones))
         tx.put(uris.SYSTEMS, systems)
-    if tx.exists(CAPABILITIES):
-        tx.put(CAPABILITIES, capabilities_doc())
-    else:
-        tx.create(CAPABILITIES, capabilities_doc(), member=False)
+    for doc in (capabilities_doc(), constrained_capabilities_doc()):
+        if tx.exists(doc["@odata.id"]):
+            tx.put(doc["@odata.id"], doc)
+        else:
+            tx.create(doc["@odata.id"], doc, member=False)
 
 
 def refresh_pools(tx: Transaction, blocks: list[str]) -> None:

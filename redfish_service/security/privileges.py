@@ -79,6 +79,9 @@ OPERATION_MAP: dict[str, dict[str, Requirement]] = {
     "EventDestinationCollection": _map(_LOGIN, [["ConfigureManager"], ["ConfigureComponents"]]),
     "EventDestination": _map(_LOGIN, [["ConfigureManager"], ["ConfigureSelf"]]),
     "ComputerSystemCollection": _map(_LOGIN, _COMPONENTS),
+    "CompositionService": _map(_LOGIN, _MANAGER),
+    "CompositionReservationCollection": _map(_LOGIN, _MANAGER),
+    "CompositionReservation": _map(_LOGIN, _MANAGER),
     "ChassisCollection": _map(_LOGIN, _COMPONENTS),
 }
 
