@@ -102,7 +102,9 @@ async def test_reserve_then_apply_uses_exactly_the_reserved_blocks(rf, driver):
     doc = await (await rf.get(f"{RESERVATIONS}/{reservation_id}", headers=ADMIN)).json()
     assert doc["Client"] == "admin" and doc["ReservationTime"]
     assert [x["@odata.id"] for x in doc["ReservedResourceBlocks"]] == reserved
-    assert doc["Manifest"]["Stanzas"][0]["Request"]["Processors"]  # as the client sent it
+    # the manifest as processed: the constrained request resolved to the blocks chosen
+    assert [x["@odata.id"] for x in doc["Manifest"]["Stanzas"][0]["Request"]["Links"]
+            ["ResourceBlocks"]] == reserved
     for uri in reserved:
         block = await (await rf.get(uri, headers=ADMIN)).json()
         assert block["CompositionStatus"]["Reserved"] is True

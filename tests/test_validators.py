@@ -82,6 +82,18 @@ def service_validator_findings(logdir: Path) -> tuple[list[str], list[str], set[
     return failures, warnings, validated
 
 
+# Redfish-Service-Validator 3.1.8 ignores OData.AdditionalProperties: it reports every
+# object-valued property inside Manifest.Request / Manifest.Response as unknown, although
+# the CSDL (Manifest_v1.xml) declares both types open, and DMTF's own public-compose-action
+# reservation has the same shape. Only that exact finding, only in a reservation's
+# manifest, is waived; a validator that handles open types will simply not report it.
+VALIDATOR_DEFECT = re.compile(
+    r"^/redfish/v1/CompositionService/CompositionReservations/[^:/]+: FAIL - "
+    r"/Manifest/Stanzas/\d+/(Request|Response)/[A-Za-z]+ \(\[Object\]\): Unknown Property "
+    r"Error: The property '[A-Za-z]+' is not defined in the 'Manifest\.v1_0_0\."
+    r"(Request|Response)' type\.$")
+
+
 def test_service_validator_reports_no_failures(service, tmp_path):
     schemas = require_csdl()
     # more than the bootstrap tree: a second account
@@ -99,7 +111,11 @@ def test_service_validator_reports_no_failures(service, tmp_path):
     counts = service_validator_counts(run.stdout)
     failures, _, validated = service_validator_findings(logdir)
     assert counts is not None, f"no summary table in the output\n{run.describe(service.password)}"
-    assert not failures and counts["fail"] == 0 and run.returncode == 0, (
+    waived = [f for f in failures if VALIDATOR_DEFECT.match(f)]
+    failures = [f for f in failures if f not in waived]
+    assert len(waived) <= 2, waived  # the one reservation's stanza, nothing more
+    assert not failures and counts["fail"] == len(waived) \
+        and (run.returncode == 0 or waived), (
         f"rf_service_validator: {counts}, exit {run.returncode}; failing checks:\n  "
         + "\n  ".join(failures or ["(none in the debug log; see output)"])
         + f"\n{run.describe(service.password)}"
@@ -123,6 +139,14 @@ def compose_something(service) -> str:
         "POST", "/redfish/v1/Systems/host3/Actions/ComputerSystem.AddResourceBlock",
         {"ResourceBlock": {"@odata.id": f"{blocks}/nvme2-1"}})
     assert status == 204, body
+    # a reservation of the Compose action, so its documents are validated too
+    status, _, body = service.request(
+        "POST", "/redfish/v1/CompositionService/Actions/CompositionService.Compose",
+        {"RequestType": "PreviewReserve", "Manifest": {"Stanzas": [{
+            "StanzaType": "ComposeSystem", "StanzaId": "reserved",
+            "Request": {"Processors": {"Members": [{"@Redfish.RequestedCount": 1,
+                                                    "ProcessorType": "GPU"}]}}}]}})
+    assert status == 200 and body["ReservationId"], body
     return headers["Location"]
 
 

@@ -5,7 +5,8 @@
 * ``Preview``: each stanza's outcome (the system it would make, or its error) in the
   stanza's ``Response``; nothing changes.
 * ``PreviewReserve``: the same, and if every stanza can be done, the blocks they would use
-  are reserved for the caller (a CompositionReservation, ``ReservationId`` in the answer).
+  are reserved for the caller (a CompositionReservation, ``ReservationId`` in the answer,
+  holding the manifest resolved to those blocks).
 * ``Apply``: all stanzas or none. With ``ReservationId``, the reserved manifest is carried
   out on exactly the blocks the preview chose.
 
@@ -194,7 +195,7 @@ class CompositionServiceKind(Kind):
             entry = reservations.find(ctx.store, reservation_id, ctx.actor)
             if entry is None:
                 raise reservations.not_found(reservation_id)
-            manifest = {**entry.doc["Manifest"], "Stanzas": entry.private["resolved"]}
+            manifest = entry.doc["Manifest"]  # resolved to the blocks reserved
             mine = frozenset(b["@odata.id"] for b in entry.doc["ReservedResourceBlocks"])
         assert manifest is not None
         stanzas = manifest["Stanzas"]
@@ -233,8 +234,9 @@ class CompositionServiceKind(Kind):
             blocks = [u for u, doc in view.batch.after.items()
                       if doc["CompositionStatus"]["CompositionState"] == "Composed"
                       and u not in view.batch.deleted]
-            created["id"] = reservations.reserve(tx, ctx.store, ctx.actor, blocks,
-                                                 copy.deepcopy(manifest), resolved)
+            created["id"] = reservations.reserve(
+                tx, ctx.store, ctx.actor, blocks,
+                copy.deepcopy({**manifest, "Stanzas": resolved}))
 
         def end_reservation(tx: Transaction) -> None:
             if entry is not None:

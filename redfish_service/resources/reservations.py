@@ -1,9 +1,9 @@
 """CompositionReservations: blocks set aside by a ``PreviewReserve`` for one client.
 
-A reservation holds the manifest as it was processed, the blocks it set aside (each with
-``CompositionStatus.Reserved`` true, so other clients' compositions leave them alone) and,
-privately, the manifest with every constrained request resolved to the blocks chosen, so
-that ``Apply`` carries out exactly what the preview showed. It ends when applied, deleted,
+A reservation holds the manifest as it was processed — every constrained request resolved
+to the blocks the preview chose, which is what ``Apply`` carries out — and the blocks it
+set aside (each with ``CompositionStatus.Reserved`` true, so other clients' compositions
+leave them alone). It ends when applied, deleted,
 or ``ReservationDuration`` (CompositionService) after it was made: the blocks are then
 released.
 """
@@ -57,7 +57,7 @@ def holders(store: Store) -> dict[str, str]:
 
 
 def reserve(tx: Transaction, store: Store, client: str | None, blocks: list[str],
-            manifest: dict[str, Any], resolved: list[dict[str, Any]]) -> str:
+            manifest: dict[str, Any]) -> str:
     """Create a reservation of ``blocks`` for ``client``; returns its Id."""
     service = store.doc(uris.COMPOSITION_SERVICE) or {}
     duration = duration_s(service.get("ReservationDuration")) or DEFAULT_DURATION_S
@@ -74,7 +74,7 @@ def reserve(tx: Transaction, store: Store, client: str | None, blocks: list[str]
         "ReservedResourceBlocks": [{"@odata.id": b} for b in blocks],
         "ReservedResourceBlocks@odata.count": len(blocks),
         "Manifest": manifest,
-    }, {"expires": time.time() + duration, "resolved": resolved})
+    }, {"expires": time.time() + duration})
     for block in blocks:
         doc = tx.get(block)
         if doc is not None:
