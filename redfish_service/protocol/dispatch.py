@@ -293,6 +293,15 @@ async def do_post(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
     return await task_runner(ctx).run(ctx, "POST", uri, body, operation)
 
 
+def _advertised(doc: dict[str, Any], action: str) -> bool:
+    """Whether the resource lists the action (a kind's action exists only where offered:
+    an unregistered host has no AddResourceBlock)."""
+    actions = doc.get("Actions") or {}
+    if action.startswith("Oem/"):
+        return f"#{action.removeprefix('Oem/')}" in (actions.get("Oem") or {})
+    return f"#{action}" in actions
+
+
 async def do_action(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
     target, _, action = uri.partition("/Actions/")
     entry = _entry(ctx, target)
@@ -301,6 +310,9 @@ async def do_action(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
     if method_name is None:
         authorize(ctx, "GET", target, entry.doc)
         raise not_found(uri)
+    if not _advertised(kind.render(entry, ctx) or entry.doc, action):
+        authorize(ctx, "GET", target, entry.doc)
+        raise RedfishError.of(400, "ActionNotSupported", action)
     authorize(ctx, "POST", target, entry.doc)
     check_if_match(request, entry)
     body = await read_json(request, required=False)

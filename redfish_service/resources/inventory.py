@@ -21,6 +21,7 @@ from ..store import Store
 from . import uris
 from .context import Ctx
 from .kind import ActionResult, Created, Kind
+from .registration import unregistered
 
 log = logging.getLogger("redfish_service.composition")
 
@@ -30,8 +31,10 @@ SOURCE = {"source": "inventory"}
 CLIENT_OWNED = ("AssetTag",)
 
 
-def system_doc(host: Host) -> dict[str, Any]:
-    return {
+def system_doc(host: Host, registered: bool = True) -> dict[str, Any]:
+    """A host server's system: expandable through its ComputerSystem block while it is
+    registered with the CompositionService, ``ResourceBlockCapable`` otherwise."""
+    doc = {
         "@odata.id": f"{uris.SYSTEMS}/{host.id}",
         "@odata.type": SYSTEM_TYPE,
         "Id": host.id,
@@ -65,6 +68,30 @@ def system_doc(host: Host) -> dict[str, Any]:
             ],
         },
     }
+    if not registered:
+        doc["Composition"] = {"UseCases": ["ResourceBlockCapable"]}
+        doc["Links"]["ResourceBlocks"] = []
+        del doc["Actions"]
+    return doc
+
+
+def registered_system(doc: dict[str, Any], block_uri: str) -> dict[str, Any]:
+    """A host's system once registered: expandable through ``block_uri``."""
+    uri = doc["@odata.id"]
+    doc["Composition"] = {"UseCases": ["ExpandableSystem"]}
+    doc["Actions"] = {f"#ComputerSystem.{name}": {
+        "target": f"{uri}/Actions/ComputerSystem.{name}"}
+        for name in ("AddResourceBlock", "RemoveResourceBlock")}
+    doc["Links"]["ResourceBlocks"] = [{"@odata.id": block_uri}]
+    return doc
+
+
+def unregistered_system(doc: dict[str, Any]) -> dict[str, Any]:
+    """A host's system after its registration block was deleted."""
+    doc["Composition"] = {"UseCases": ["ResourceBlockCapable"]}
+    doc.pop("Actions", None)
+    doc["Links"]["ResourceBlocks"] = []
+    return doc
 
 
 def chassis_doc(host: Host) -> dict[str, Any]:
@@ -150,8 +177,9 @@ def collection_capabilities(zones: list[str]) -> dict[str, Any]:
 
 async def reconcile(store: Store, inventory: Inventory) -> None:
     wanted: dict[str, dict[str, Any]] = {}
+    off = unregistered(store)
     for host in inventory.hosts:
-        for doc in (system_doc(host), chassis_doc(host)):
+        for doc in (system_doc(host, host.id not in off), chassis_doc(host)):
             wanted[doc["@odata.id"]] = doc
     async with store.transaction("service") as tx:
         for uri in store.members(uris.SYSTEMS) + store.members(uris.CHASSIS):

@@ -12,11 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..drivers.contract import Device, Host, Inventory, Sled
+from ..protocol.errors import RedfishError, method_not_allowed
 from ..store import Store, Transaction
 from . import uris
 from .accounts import collection_doc
 from .composition_service import ACTION_INFO, action_info_doc, compose_action
 from .kind import Kind
+from .registration import advertise as advertise_registration
+from .registration import unregistered as unregistered_hosts
 
 COMPOSITION_SERVICE = uris.COMPOSITION_SERVICE
 BLOCKS = uris.RESOURCE_BLOCKS
@@ -144,15 +147,21 @@ def sled_documents(sled: Sled) -> list[dict[str, Any]]:
 
 
 def host_block(host: Host) -> dict[str, Any]:
-    block = _block(host_block_id(host), f"Host server {host.id}", ["ComputerSystem"])
-    block["ComputerSystems"] = [ref(f"{uris.SYSTEMS}/{host.id}")]
+    return host_block_doc(host.id)
+
+
+def host_block_doc(host_id: str) -> dict[str, Any]:
+    """The ComputerSystem block that registers a host server (zones not filled in)."""
+    block = _block(uris.host_block_id(host_id), f"Host server {host_id}", ["ComputerSystem"])
+    block["ComputerSystems"] = [ref(f"{uris.SYSTEMS}/{host_id}")]
     block["ComputerSystems@odata.count"] = 1
     return block
 
 
-def zones(inventory: Inventory) -> dict[str, list[str]]:
-    """Zone id -> block URIs: per PCIe switch, its hosts, the devices and sleds behind it,
-    and the CXL devices whose switch reaches one of its hosts."""
+def zones(inventory: Inventory, unregistered: frozenset[str] = frozenset()
+          ) -> dict[str, list[str]]:
+    """Zone id -> block URIs: per PCIe switch, its registered hosts, the devices and sleds
+    behind it, and the CXL devices whose switch reaches one of its hosts."""
     out: dict[str, list[str]] = {}
     cxl_hosts = {s.id: set(s.hosts) for s in inventory.switches if s.protocol == "CXL"}
     for switch in inventory.switches:
@@ -166,7 +175,7 @@ def zones(inventory: Inventory) -> dict[str, list[str]]:
             if device.switch == switch.id or (reach and reach & set(switch.hosts)):
                 members.append(f"{BLOCKS}/{device.id}")
         members += [f"{BLOCKS}/{host_block_id(h)}" for h in inventory.hosts
-                    if h.id in switch.hosts]
+                    if h.id in switch.hosts and h.id not in unregistered]
         out[switch.id] = members
     return out
 
@@ -183,16 +192,18 @@ def zone_doc(zone_id: str, members: list[str]) -> dict[str, Any]:
     }
 
 
-def desired(inventory: Inventory) -> dict[str, dict[str, Any]]:
+def desired(inventory: Inventory, unregistered: frozenset[str] = frozenset()
+            ) -> dict[str, dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for host in inventory.hosts:
-        docs.append(host_block(host))
+        if host.id not in unregistered:
+            docs.append(host_block(host))
     for sled in inventory.sleds:
         docs += sled_documents(sled)
     for device in inventory.devices:
         docs += device_documents(device)
     by_uri = {d["@odata.id"]: d for d in docs}
-    for zone_id, members in zones(inventory).items():
+    for zone_id, members in zones(inventory, unregistered).items():
         by_uri[f"{ZONES}/{zone_id}"] = zone_doc(zone_id, members)
         for uri in members:
             by_uri[uri]["Links"]["Zones"].append(ref(f"{ZONES}/{zone_id}"))
@@ -200,7 +211,7 @@ def desired(inventory: Inventory) -> dict[str, dict[str, Any]]:
 
 
 async def reconcile(store: Store, inventory: Inventory) -> None:
-    wanted = desired(inventory)
+    wanted = desired(inventory, unregistered_hosts(store))
     async with store.transaction("service") as tx:
         if not tx.exists(COMPOSITION_SERVICE):
             tx.create(COMPOSITION_SERVICE, composition_service_doc())
@@ -233,6 +244,7 @@ async def reconcile(store: Store, inventory: Inventory) -> None:
             tx.put(uri, doc, owned=True)  # built for this put alone
         refresh_pools(tx, [u for u, d in wanted.items() if d.get("@odata.type") == BLOCK_TYPE])
         _advertise_composition(tx, [u for u in wanted if u.startswith(ZONES + "/")])
+        advertise_registration(tx, sorted(u for u in wanted if u.startswith(ZONES + "/")))
 
 
 def _advertise_composition(tx: Transaction, zones: list[str]) -> None:
@@ -272,8 +284,52 @@ def refresh_pools(tx: Transaction, blocks: list[str]) -> None:
 
 
 class ResourceBlockKind(Kind):
+    """Blocks are changed by compositions; a host's registration block can be deleted,
+    which unregisters the host (see registration.py)."""
+
     entity = "ResourceBlock"
     excerpt = ("Id", "Name", "ResourceBlockType", "CompositionStatus")
 
+    def allow(self, doc: dict[str, Any]) -> list[str]:
+        methods = super().allow(doc)
+        registration = "ComputerSystem" in doc.get("ResourceBlockType", ()) \
+            and doc.get("@odata.id") != registration_capabilities()
+        return [*methods, "DELETE"] if registration else methods
 
-KINDS = [ResourceBlockKind()]
+    async def pre_delete(self, ctx, uri, if_match):
+        from .registration import unregister
+
+        entry = ctx.store.get(uri)
+        if entry is None:
+            raise RedfishError.of(404, "ResourceMissingAtURI", uri)
+        if if_match is not None and "*" not in if_match and not (
+            {entry.etag, f"W/{entry.etag}"} & set(if_match)
+        ):
+            raise RedfishError.of(412, "PreconditionFailed")
+        await unregister(ctx, uri)
+        return True
+
+
+class ResourceBlockCollectionKind(Kind):
+    """``POST`` to the ResourceBlocks collection registers a host server (the pools are
+    views and take no POST)."""
+
+    entity = "ResourceBlockCollection"
+
+    def allow(self, doc: dict[str, Any]) -> list[str]:
+        methods = super().allow(doc)
+        return [*methods, "POST"] if doc.get("@odata.id") == BLOCKS else methods
+
+    async def create(self, ctx, collection_uri, body):
+        from .registration import register
+
+        if collection_uri != BLOCKS:
+            raise method_not_allowed(["GET", "HEAD"])
+        return await register(ctx, body)
+
+
+def registration_capabilities() -> str:
+    return f"{BLOCKS}/Capabilities"
+
+
+KINDS = [ResourceBlockKind(), ResourceBlockCollectionKind()]
