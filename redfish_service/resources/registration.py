@@ -58,6 +58,9 @@ def capabilities_doc() -> dict[str, Any]:
         "@odata.type": BLOCK_TYPE,
         "Id": "Capabilities",
         "Name": "Capabilities for registering a host server",
+        # what a registration makes (the schema requires both of any ResourceBlock)
+        "ResourceBlockType": ["ComputerSystem"],
+        "CompositionStatus": {"CompositionState": "Unused"},
         "Name@Redfish.OptionalOnCreate": True,
         "ComputerSystems@Redfish.RequiredOnCreate": True,
         "Links": {"Zones@Redfish.OptionalOnCreate": True},
