@@ -246,9 +246,19 @@ async def test_decompose_resource_detaches_a_block(rf, driver):
      "Composition.1.1.EmptyManifest"),
     (action("Apply", {"StanzaType": "Teleport", "Request": {"x": 1}}), 400,
      "Base.1.22.PropertyValueNotInList"),
+    (action("Apply", {"StanzaType": "OEM", "OEMStanzaType": "Anything", "StanzaId": "o",
+                      "Request": {"x": 1}}), 400, "Composition.1.1.UnableToProcessStanzaRequest"),
     (action("Apply", {"StanzaType": "ComposeResource", "StanzaId": "r", "Request": {
-        "Links": {"SupplyingResourceBlocks": [{"@odata.id": f"{BLOCKS}/gpu1-1"}]}}}), 400,
-     "Composition.1.1.UnableToProcessStanzaRequest"),
+        "Links": {"SupplyingResourceBlocks": [{"@odata.id": f"{BLOCKS}/gpu1-1"},
+                                              {"@odata.id": f"{BLOCKS}/gpu2-1"}]}}}), 400,
+     "Composition.1.1.IncompatibleZone"),
+    (action("Apply", {"StanzaType": "ComposeResource", "StanzaId": "r", "Request": {
+        "Links": {"SupplyingResourceBlocks": [{"@odata.id": f"{BLOCKS}/sled1"}]}}}), 400,
+     "Composition.1.1.ResourceBlockInvalid"),
+    (action("Apply", {"StanzaType": "ComposeResource", "StanzaId": "r", "Request": {
+        "Name": "no blocks"}}), 400, "Base.1.22.PropertyMissing"),
+    (action("Apply", {"StanzaType": "DecomposeResource", "StanzaId": "r", "Request": {
+        "@odata.id": f"{BLOCKS}/gpu1-1"}}), 400, "Composition.1.1.ResourceBlockInvalid"),
     (action("Preview", specific("a", "sled1"), ReservationId="x"), 400,
      "Base.1.22.ActionParameterValueError"),
     (action("Apply", ReservationId=7), 400, "Base.1.22.ActionParameterValueTypeError"),
@@ -289,3 +299,93 @@ async def test_reservation_duration_must_be_an_iso_duration(rf, value):
     assert resp.status == 400, await resp.text()
     service = await (await rf.get(SERVICE, headers=ADMIN)).json()
     assert service["ReservationDuration"] == "PT10M"
+
+
+def check_invariants(rf):
+    from redfish_service import services
+    from redfish_service.composition.invariants import violations
+
+    store = rf.server.app[services.STORE]
+    broken = violations(store.doc, store.members)
+    assert not broken, broken
+
+
+async def test_compose_resource_makes_an_expansion_block_used_as_one(rf, driver):
+    inside = ["gpu1-3", "gpu1-4", "nvme1-2"]
+    status, body = await post(rf, action("Apply", {
+        "StanzaType": "ComposeResource", "StanzaId": "x", "Request": {
+            "Name": "two GPUs and a drive", "Links": {"SupplyingResourceBlocks": [
+                {"@odata.id": f"{BLOCKS}/{n}"} for n in inside]}}}))
+    assert status == 200, body
+    made = body["Manifest"]["Stanzas"][0]["Response"]
+    uri = made["@odata.id"]
+    assert made["ResourceBlockType"] == ["Expansion"] and made["Name"] == "two GPUs and a drive"
+    assert made["CompositionStatus"]["CompositionState"] == "Unused"
+    assert made["Processors@odata.count"] == 2 and made["Drives@odata.count"] == 1
+    assert [z["@odata.id"] for z in made["Links"]["Zones"]] == [f"{SERVICE}/ResourceZones/pcie1"]
+    free = [m["@odata.id"] for m in (await (await rf.get(f"{SERVICE}/FreePool",
+                                                         headers=ADMIN)).json())["Members"]]
+    assert uri in free and not {f"{BLOCKS}/{n}" for n in inside} & set(free)
+    for name in inside:
+        doc = await block_doc(rf, name)
+        assert doc["CompositionStatus"]["CompositionState"] == "Composed"
+        assert doc["Links"]["ConsumingResourceBlocks"] == [{"@odata.id": uri}]
+    assert driver.bindings == {}
+    check_invariants(rf)
+
+    # a host takes it as one block: all its devices are bound to the host
+    add = "/redfish/v1/Systems/host1/Actions/ComputerSystem.AddResourceBlock"
+    resp = await rf.post(add, json={"ResourceBlock": {"@odata.id": uri}}, headers=ADMIN)
+    assert resp.status == 204, await resp.text()
+    assert driver.bindings == {n: "host1" for n in inside}
+    host = await (await rf.get("/redfish/v1/Systems/host1", headers=ADMIN)).json()
+    assert len(host["PCIeDevices"]) == 3
+    check_invariants(rf)
+    resp = await rf.post(add.replace("Add", "Remove"), json={"ResourceBlock": {"@odata.id": uri}},
+                         headers=ADMIN)
+    assert resp.status == 204
+    assert driver.bindings == {}
+    check_invariants(rf)
+
+    # a constrained request can be met by it (two GPUs in one block)
+    resp = await rf.post(SYSTEMS, headers=ADMIN, json={
+        "Name": "c", "Links": {"ResourceBlocks": [{"@odata.id": uri}]},
+        "Processors": {"Members": [{"@Redfish.RequestedCount": 2, "ProcessorType": "GPU"}]}})
+    assert resp.status == 201, await resp.text()
+    assert driver.bindings == {n: "sled1" for n in inside}
+    check_invariants(rf)
+    assert (await rf.delete(resp.headers["Location"], headers=ADMIN)).status == 204
+    assert driver.bindings == {}
+
+    # dissolved: the devices are free again and the block is gone
+    status, body = await post(rf, action("Apply", {
+        "StanzaType": "DecomposeResource", "StanzaId": "d", "Request": {"@odata.id": uri}}))
+    assert status == 200, body
+    assert (await rf.get(uri, headers=ADMIN)).status == 404
+    zone = await (await rf.get(f"{SERVICE}/ResourceZones/pcie1", headers=ADMIN)).json()
+    assert {"@odata.id": uri} not in zone["Links"]["ResourceBlocks"]
+    for name in inside:
+        doc = await block_doc(rf, name)
+        assert doc["CompositionStatus"]["CompositionState"] == "Unused"
+        assert "ConsumingResourceBlocks" not in doc["Links"]
+
+
+async def test_an_attached_expansion_block_survives_restart(aiohttp_client, settings):
+    from redfish_service.app import create_app
+    from redfish_service.drivers.simulated import SimulatedDriver
+
+    client = await aiohttp_client(create_app(settings, driver=SimulatedDriver()))
+    status, body = await post(client, action("Apply", {
+        "StanzaType": "ComposeResource", "StanzaId": "x", "Request": {"Links": {
+            "SupplyingResourceBlocks": [{"@odata.id": f"{BLOCKS}/gpu2-7"},
+                                        {"@odata.id": f"{BLOCKS}/gpu2-8"}]}}}))
+    assert status == 200, body
+    uri = body["Manifest"]["Stanzas"][0]["Response"]["@odata.id"]
+    resp = await client.post("/redfish/v1/Systems/host3/Actions/ComputerSystem.AddResourceBlock",
+                             json={"ResourceBlock": {"@odata.id": uri}}, headers=ADMIN)
+    assert resp.status == 204
+    await client.close()
+    fabric = SimulatedDriver()  # an empty fabric: the service binds what the documents say
+    client = await aiohttp_client(create_app(settings, driver=fabric))
+    assert fabric.bindings == {"gpu2-7": "host3", "gpu2-8": "host3"}
+    check_invariants(client)

@@ -193,8 +193,10 @@ def test_constrained_reports_reservations_in_the_way():
 
 def test_mixed_request_counts_the_named_blocks():
     v = view()
-    v.compose(f"{S}/c", {**refs("gpu-a2"), **gpus(2)}, build)
-    assert chosen(v) == ["gpu-a2", "sled-a", "gpu-a1"]
+    doc = v.compose(f"{S}/c", {**refs("gpu-a2"), **gpus(2)}, build)
+    assert [b["@odata.id"].rsplit("/", 1)[1] for b in doc["Links"]["ResourceBlocks"]] == \
+        ["gpu-a2", "sled-a", "gpu-a1"]
+    assert sorted(chosen(v)) == ["gpu-a1", "gpu-a2", "sled-a"]
 
 
 def test_expansion_and_reduction_steps():

@@ -34,10 +34,14 @@ class Batch:
     deleted: list[str] = field(default_factory=list)  # decomposed systems
     links: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)  # system ->
     # (block uri, add) edits applied to the system as it is at commit time
+    created_blocks: dict[str, Doc] = field(default_factory=dict)  # Expansion blocks made
+    deleted_blocks: list[str] = field(default_factory=list)  # Expansion blocks dissolved
+    zone_edits: list[tuple[str, str, bool]] = field(default_factory=list)  # (zone, block, add)
 
     @property
     def empty(self) -> bool:
-        return not (self.before or self.created or self.deleted)
+        return not (self.before or self.created or self.deleted or self.created_blocks
+                    or self.deleted_blocks)
 
 
 class View:
@@ -109,12 +113,27 @@ class View:
         name = body.get("Name") or f"Composed system {system_uri.rsplit('/', 1)[1]}"
         doc = build(system_uri, compute_doc, chosen, name)
         intent = {"host": compute.id, "attach": True, "system": system_uri}
-        for uri in chosen:
-            self._take(uri, planner.composed(self.blocks[uri], system_uri), intent)
+        self._take(compute.uri, planner.composed(compute_doc, system_uri), intent)
         for device in devices:
-            self.batch.steps.append(Step(True, device.uri, device.id, system_uri, compute.id))
+            self._join(device.uri, system_uri, compute.id, True, intent)
         self.batch.created[system_uri] = doc
         return doc
+
+    def _join(self, uri: str, system_uri: str, host_id: str, attach: bool,
+              intent: dict[str, Any]) -> None:
+        """A device block (or an Expansion block and the devices it holds) joins or
+        leaves a system: the block states and the driver steps."""
+        doc = self.blocks[uri]
+        after = planner.composed(doc, system_uri) if attach else planner.released(doc)
+        self._take(uri, after, intent)
+        inside = planner.suppliers(doc)
+        if not inside:
+            self.batch.steps.append(Step(attach, uri, doc["Id"], system_uri, host_id))
+        for supplier in inside:
+            sdoc = self.blocks[supplier]
+            self._take(supplier, planner.supplying(sdoc, uri, system_uri if attach else None),
+                       intent)
+            self.batch.steps.append(Step(attach, supplier, sdoc["Id"], system_uri, host_id))
 
     def _specific(self, named: list[str]) -> tuple[BlockView, list[BlockView]]:
         compute, devices = planner.plan_compose(named, self.blocks, check_state=False)
@@ -193,10 +212,10 @@ class View:
                 raise refuse(409, "ResourceBlockInUse", self.blocks[uri]["Id"])
         intent = {"host": host.id, "attach": False, "system": system_uri}
         for uri in linked:
-            block_id = self.blocks[uri]["Id"]
-            self._take(uri, planner.released(self.blocks[uri]), intent)
-            if uri != host.uri:
-                self.batch.steps.append(Step(False, uri, block_id, system_uri, host.id))
+            if uri == host.uri:
+                self._take(uri, planner.released(self.blocks[uri]), intent)
+            else:
+                self._join(uri, system_uri, host.id, False, intent)
         self.batch.deleted.append(system_uri)
 
     def attach(self, system_uri: str, block_uri: str) -> None:
@@ -214,8 +233,62 @@ class View:
             self._check_free(BlockView.of(doc))
         elif step.block_uri in self.batch.before:
             raise refuse(409, "ResourceBlockInUse", step.device_id)
-        after = planner.composed(doc, system_uri) if attach else planner.released(doc)
         intent = {"host": step.host_id, "attach": attach, "system": system_uri}
-        self._take(step.block_uri, after, intent)
-        self.batch.steps.append(step)
+        self._join(step.block_uri, system_uri, step.host_id, attach, intent)
         self.batch.links.setdefault(system_uri, []).append((step.block_uri, attach))
+
+    # -- Expansion blocks (block-of-blocks composition) ----------------------------------
+
+    def compose_resource(self, block_uri: str, request: Doc,
+                         build: Callable[[str, str, list[Doc], list[str]], Doc]) -> Doc:
+        """A new Expansion block from the free device blocks of
+        ``Links.SupplyingResourceBlocks`` (sharing a zone); returns its document."""
+        links = request.get("Links")
+        named = links.get("SupplyingResourceBlocks") if isinstance(links, dict) else None
+        if not isinstance(named, list) or not named or not all(
+                isinstance(b, dict) and isinstance(b.get("@odata.id"), str) for b in named):
+            raise RedfishError.of(400, "PropertyMissing", "Links/SupplyingResourceBlocks",
+                                  related=["/Links/SupplyingResourceBlocks"])
+        uris = list(dict.fromkeys(b["@odata.id"].rstrip("/") for b in named))
+        views = []
+        for uri in uris:
+            doc = self.blocks.get(uri)
+            if doc is None:
+                raise refuse(400, "ResourceBlockNotFound", uri.rsplit("/", 1)[-1])
+            view = BlockView.of(doc)
+            if not view.types or not view.types <= planner.DEVICE_TYPES:
+                raise refuse(400, "ResourceBlockInvalid", view.id)
+            views.append(view)
+        zones = frozenset.intersection(*(v.zones for v in views))
+        if not zones:
+            raise refuse(400, "IncompatibleZone")
+        for view in views:
+            self._check_free(view)
+        ordered = [z for z, _ in self.zones if z in zones]
+        name = request.get("Name") if isinstance(request.get("Name"), str) else None
+        doc = build(block_uri, name or f"Expansion {block_uri.rsplit('/', 1)[1]}",
+                    [self.blocks[u] for u in uris], ordered)
+        intent: dict[str, Any] = {"host": None, "attach": True, "system": None}
+        for uri in uris:
+            self._take(uri, planner.supplying(self.blocks[uri], block_uri), intent)
+        self.batch.created_blocks[block_uri] = doc
+        self.batch.zone_edits += [(z, block_uri, True) for z in ordered]
+        self.blocks[block_uri] = doc
+        self.batch.before.setdefault(block_uri, doc)  # taken: not for another stanza
+        return doc
+
+    def dissolve(self, block_uri: str) -> None:
+        """A free Expansion block goes; the device blocks it held are free again."""
+        doc = self.blocks.get(block_uri)
+        if doc is None or "Expansion" not in doc.get("ResourceBlockType", ()):
+            raise refuse(400, "ResourceBlockInvalid", block_uri.rsplit("/", 1)[-1])
+        view = BlockView.of(doc)
+        if view.state != "Unused" or block_uri in self.batch.before:
+            raise refuse(409, "ResourceBlockInUse", view.id)
+        intent: dict[str, Any] = {"host": None, "attach": False, "system": None}
+        for uri in planner.suppliers(doc):
+            if uri in self.batch.before:
+                raise refuse(409, "ResourceBlockInUse", uri.rsplit("/", 1)[-1])
+            self._take(uri, planner.unsupplied(self.blocks[uri]), intent)
+        self.batch.deleted_blocks.append(block_uri)
+        self.batch.zone_edits += [(z, block_uri, False) for z in view.zones]

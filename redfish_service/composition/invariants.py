@@ -35,16 +35,30 @@ def violations(doc: Docs, members: Callable[[str], list[str]]) -> list[str]:
         health = block.get("Status", {}).get("Health", "OK")
         if (state == "Unused" and health != "OK") or (state == "Unavailable" and health == "OK"):
             out.append(f"{uri} is {state} with Health {health}")
+        consumers = _ids(block.get("Links", {}).get("ConsumingResourceBlocks"))
+        for consumer in consumers:  # a device inside an Expansion block
+            outer = blocks.get(consumer, {})
+            if uri not in _ids(outer.get("Links", {}).get("SupplyingResourceBlocks")):
+                out.append(f"{uri} names consumer {consumer}, which does not name it back")
+            if state != "Composed":
+                out.append(f"{uri} supplies {consumer} but is {state}")
+            if systems != _ids(outer.get("Links", {}).get("ComputerSystems")):
+                out.append(f"{uri} is in systems {sorted(systems)}, its consumer is not")
+        for supplier in _ids(block.get("Links", {}).get("SupplyingResourceBlocks")):
+            if uri not in _ids(blocks.get(supplier, {}).get("Links", {}).get(
+                    "ConsumingResourceBlocks")):
+                out.append(f"{uri} names supplier {supplier}, which does not name it back")
         if "ComputerSystem" not in block.get("ResourceBlockType", ()):
             composed = state in ("Composed", "ComposedAndAvailable")
-            if composed != bool(systems):
+            if composed != bool(systems) and not consumers:
                 out.append(f"{uri} is {state} with systems {sorted(systems)}")
             if len(systems) > (status.get("MaxCompositions") or 1):
                 out.append(f"{uri} is in more systems than MaxCompositions")
             if status.get("NumberOfCompositions", 0) != len(systems):
                 out.append(f"{uri} NumberOfCompositions disagrees with its links")
         for system in systems:
-            if uri not in _ids((doc(system) or {}).get("Links", {}).get("ResourceBlocks")):
+            named = _ids((doc(system) or {}).get("Links", {}).get("ResourceBlocks"))
+            if uri not in named and not consumers & named:
                 out.append(f"{uri} names {system}, which does not name it back")
         in_free = state == "Unused" and not status.get("Reserved")
         if (uri in free) != in_free:
@@ -87,8 +101,8 @@ def _fabric_violations(doc: Docs, members, blocks: dict[str, dict[str, Any]]) ->
     bound: dict[str, str] = {}
     for block in blocks.values():
         systems = block.get("Links", {}).get("ComputerSystems", [])
-        if systems and "ComputerSystem" not in block.get("ResourceBlockType", ()) \
-                and "Compute" not in block.get("ResourceBlockType", ()):
+        if systems and set(block.get("ResourceBlockType", ())) <= {
+                "Processor", "Storage", "Memory", "Network"}:
             system = doc(systems[0]["@odata.id"]) or {}
             try:
                 bound[block["Id"]] = driver_host(system, host_block(system, blocks))
@@ -210,7 +224,10 @@ def _host_device_violations(doc: Docs, members, blocks: dict[str, dict[str, Any]
         attached = set()
         for uri in _ids(system.get("Links", {}).get("ResourceBlocks")):
             types = set(blocks.get(uri, {}).get("ResourceBlockType", ()))
-            if types and not types & {"ComputerSystem", "Compute"}:
+            inside = _ids(blocks.get(uri, {}).get("Links", {}).get("SupplyingResourceBlocks"))
+            if "Expansion" in types:  # its devices are what the host sees
+                attached |= {s.rsplit("/", 1)[1] for s in inside}
+            elif types and not types & {"ComputerSystem", "Compute"}:
                 attached.add(uri.rsplit("/", 1)[1])
         shown = set()
         for uri in _ids(system.get("PCIeDevices")):

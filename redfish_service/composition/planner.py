@@ -10,8 +10,10 @@ from typing import Any
 from ..protocol.errors import RedfishError
 from .messages import COMPOSITION
 
-# Blocks a running host can take: devices, not other hosts or compute sleds.
-EXPANSION_TYPES = frozenset({"Processor", "Storage", "Memory", "Network"})
+# Blocks a running host can take: devices (alone, or several composed into an Expansion
+# block), not other hosts or compute sleds.
+DEVICE_TYPES = frozenset({"Processor", "Storage", "Memory", "Network"})
+EXPANSION_TYPES = DEVICE_TYPES | {"Expansion"}
 FREE_STATES = frozenset({"Unused"})
 
 
@@ -162,4 +164,31 @@ def released(block: dict[str, Any]) -> dict[str, Any]:
 def with_state(block: dict[str, Any], state: str) -> dict[str, Any]:
     out = dict(block)
     out["CompositionStatus"] = {**out["CompositionStatus"], "CompositionState": state}
+    return out
+
+
+def suppliers(block: dict[str, Any]) -> list[str]:
+    """The blocks an Expansion block is composed of (none for other blocks)."""
+    return [b["@odata.id"] for b in block.get("Links", {}).get("SupplyingResourceBlocks", [])]
+
+
+def supplying(block: dict[str, Any], consumer_uri: str,
+              system_uri: str | None = None) -> dict[str, Any]:
+    """A device block inside the Expansion block ``consumer_uri``: composed into it (and
+    through it into ``system_uri`` when the Expansion block is in a system)."""
+    out = composed(block, system_uri) if system_uri else dict(block)
+    status = dict(out["CompositionStatus"])
+    status.update(CompositionState="Composed", Reserved=False,
+                  NumberOfCompositions=1 if system_uri else 0)
+    out["CompositionStatus"] = status
+    out["Pool"] = "Active"
+    out["Links"] = {**out["Links"], "ConsumingResourceBlocks": [{"@odata.id": consumer_uri}],
+                    "ComputerSystems": [{"@odata.id": system_uri}] if system_uri else []}
+    return out
+
+
+def unsupplied(block: dict[str, Any]) -> dict[str, Any]:
+    """A device block freed from the Expansion block it was in."""
+    out = released(block)
+    out["Links"] = {k: v for k, v in out["Links"].items() if k != "ConsumingResourceBlocks"}
     return out

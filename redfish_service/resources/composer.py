@@ -155,8 +155,11 @@ class Composer:
                 if dry_run or batch.empty:
                     return result
                 for uri, doc in batch.before.items():
-                    tx.put(uri, planner.with_state(doc, "Composing"),
-                           {"composing": batch.intents[uri]})
+                    if uri in batch.created_blocks:
+                        continue  # made in the commit: nothing to mark yet
+                    # the intent keeps the block as it was: recovery puts it back
+                    intent = {**batch.intents[uri], "before": doc}
+                    tx.put(uri, planner.with_state(doc, "Composing"), {"composing": intent})
                 refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
             await self._switch(actor, batch)
             async with self._store.transaction(actor) as tx:
@@ -187,13 +190,27 @@ class Composer:
                                   extra={"block": undo.device_id, "host": undo.host_id})
             async with self._store.transaction(actor) as tx:
                 for uri, doc in batch.before.items():
-                    tx.put(uri, doc, {})
+                    if uri not in batch.created_blocks:
+                        tx.put(uri, doc, {})
                 refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
             raise _driver_error(e, step.device_id) from None
 
     def _commit(self, tx: Transaction, batch: Batch) -> None:
         for uri, doc in batch.created.items():
             tx.create(uri, doc)
+        for uri, doc in batch.created_blocks.items():
+            tx.create(uri, doc)
+        for uri in batch.deleted_blocks:
+            tx.delete(uri)
+        for zone_uri, block_uri, add in batch.zone_edits:
+            zone = tx.get(zone_uri)
+            if zone is None:
+                continue
+            listed = [b for b in zone["Links"]["ResourceBlocks"] if b["@odata.id"] != block_uri]
+            if add:
+                listed.append({"@odata.id": block_uri})
+            zone["Links"]["ResourceBlocks"] = listed
+            tx.put(zone_uri, zone)
         for uri in batch.deleted:
             tx.delete(uri)
         for system_uri, edits in batch.links.items():
@@ -209,8 +226,10 @@ class Composer:
             links["ResourceBlocks"] = [{"@odata.id": b} for b in attached]
             tx.put(system_uri, system)
         for uri, doc in batch.after.items():
-            tx.put(uri, doc, {})
-        refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
+            if uri not in batch.deleted_blocks:
+                tx.put(uri, doc, {})
+        refresh_pools(tx, [m["@odata.id"] for m in
+                           (tx.get(uris.RESOURCE_BLOCKS) or {}).get("Members", [])])
         sync_zones(tx, self._store)
 
     # -- the operations clients ask for --------------------------------------------------
@@ -255,9 +274,12 @@ class Composer:
                 continue
             intent = entry.private["composing"]
             block = entry.doc
+            is_device = set(block.get("ResourceBlockType", ())) <= planner.DEVICE_TYPES
             try:
-                if "Compute" in block.get("ResourceBlockType", ()):
-                    pass  # a sled is not bound to anything; only its state settles
+                # sleds, Expansion blocks and blocks joining or leaving an Expansion
+                # block are not bound to anything by this step: only their state settles
+                if not is_device or intent.get("host") is None:
+                    pass
                 elif intent["attach"]:
                     await self._unbind(block["Id"], intent["host"])
                 else:
@@ -267,7 +289,9 @@ class Composer:
                           extra={"block": uri, "error": str(e)})
                 continue
             async with self._store.transaction("service") as tx:
-                if intent["attach"]:
+                if "before" in intent:
+                    settled = intent["before"]
+                elif intent["attach"]:
                     settled = planner.released(block)
                 else:
                     settled = planner.composed(block, intent["system"])
@@ -277,8 +301,8 @@ class Composer:
             log.warning("settled an interrupted composition", extra={"block": uri})
         for uri in self._store.members(uris.RESOURCE_BLOCKS):
             block = self._store.doc(uri) or {}
-            if "ComputerSystem" in block.get("ResourceBlockType", ()):
-                continue
+            if not set(block.get("ResourceBlockType", ())) <= planner.DEVICE_TYPES:
+                continue  # only devices are bound
             systems = block.get("Links", {}).get("ComputerSystems", [])
             if not systems:
                 continue

@@ -11,9 +11,12 @@
   out on exactly the blocks the preview chose.
 
 Stanzas: ``ComposeSystem`` (a ComputerSystem request: specific, constrained or mixed),
-``DecomposeSystem`` and ``DecomposeResource`` (a block, detached from the system it is in;
-``Request`` is a reference). ``ComposeResource`` (block-of-blocks), ``RegisterResourceBlock``
-and ``OEM`` stanzas are refused with ``UnableToProcessStanzaRequest``.
+``DecomposeSystem`` (a reference to a composed system), ``ComposeResource`` (a new
+``Expansion`` ResourceBlock from the free device blocks of its
+``Links.SupplyingResourceBlocks``; it then joins systems as one block) and
+``DecomposeResource`` (a reference to a block: one in a system is detached from it, a free
+Expansion block is dissolved). ``RegisterResourceBlock`` and ``OEM`` stanzas are refused
+with ``UnableToProcessStanzaRequest``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ ACTION_INFO = uris.COMPOSITION_SERVICE + "/ComposeActionInfo"
 REQUEST_TYPES = ("Preview", "PreviewReserve", "Apply")
 STANZA_TYPES = ("ComposeSystem", "DecomposeSystem", "ComposeResource", "DecomposeResource",
                 "RegisterResourceBlock", "OEM")
-SUPPORTED = ("ComposeSystem", "DecomposeSystem", "DecomposeResource")
+SUPPORTED = ("ComposeSystem", "DecomposeSystem", "ComposeResource", "DecomposeResource")
 PARAMS = ("RequestFormat", "RequestType", "Manifest", "ReservationId")
 
 
@@ -149,20 +152,28 @@ def _carry_out(view: View, stanza: dict[str, Any]) -> tuple[dict[str, Any], dict
         if "Name" in request:
             resolved["Name"] = request["Name"]
         return doc, {**stanza, "Request": resolved}
+    if kind == "ComposeResource":
+        from .pool import expansion_block_doc  # pool imports this module
+
+        uri = f"{uris.RESOURCE_BLOCKS}/expansion-{uuid.uuid4().hex[:8]}"
+        return view.compose_resource(uri, request, expansion_block_doc), stanza
     if kind == "DecomposeSystem":
         uri = _reference(request, uris.SYSTEMS)
         view.decompose(uri)
-    else:  # DecomposeResource: the block leaves the system it is composed into
+    else:  # DecomposeResource: out of its system, or a free Expansion block dissolved
         uri = _reference(request, uris.RESOURCE_BLOCKS)
         block = view.blocks.get(uri)
         if block is None:
             raise RedfishError.of(400, "ResourceBlockNotFound", uri.rsplit("/", 1)[1],
                                   registry=COMPOSITION)
         systems = block.get("Links", {}).get("ComputerSystems", [])
-        if not systems:
+        if systems and not block.get("Links", {}).get("ConsumingResourceBlocks"):
+            view.detach(systems[0]["@odata.id"], uri)
+        elif "Expansion" in block.get("ResourceBlockType", ()):
+            view.dissolve(uri)
+        else:
             raise RedfishError.of(400, "ResourceBlockInvalid", block["Id"],
                                   registry=COMPOSITION)
-        view.detach(systems[0]["@odata.id"], uri)
     return {"@odata.id": uri, "@Message.ExtendedInfo": [message("Success")]}, stanza
 
 
@@ -248,7 +259,8 @@ class CompositionServiceKind(Kind):
         if not preview:  # the systems as committed, with their ETags
             for stanza in answered:
                 made = stanza["Response"].get("@odata.id")
-                if stanza["StanzaType"] == "ComposeSystem" and ctx.store.doc(made):
+                if stanza["StanzaType"] in ("ComposeSystem", "ComposeResource") \
+                        and ctx.store.doc(made):
                     stanza["Response"] = ctx.store.doc(made)
         out: dict[str, Any] = {"RequestFormat": "Manifest", "RequestType": kind,
                                "Manifest": {**manifest, "Stanzas": answered}}

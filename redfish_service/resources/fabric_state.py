@@ -157,8 +157,8 @@ def snapshot(tx: Transaction, store: Store) -> Snapshot:
     out: list[Binding] = []
     for block in blocks.values():
         systems = block.get("Links", {}).get("ComputerSystems", [])
-        if not systems or planner.HOST_TYPES & set(block.get("ResourceBlockType", ())):
-            continue
+        if not systems or not set(block.get("ResourceBlockType", ())) <= planner.DEVICE_TYPES:
+            continue  # hosts, sleds and Expansion blocks are not devices
         system_uri = systems[0]["@odata.id"]
         system = peek(tx, store, system_uri)
         if system is None:

@@ -55,7 +55,7 @@ def device_status(condition: DeviceCondition) -> dict[str, str]:
 
 def _is_device_block(doc: dict[str, Any]) -> bool:
     types = set(doc.get("ResourceBlockType", ()))
-    return bool(types) and types <= planner.EXPANSION_TYPES
+    return bool(types) and types <= planner.DEVICE_TYPES
 
 
 def _block_state(doc: dict[str, Any], condition: DeviceCondition) -> str:

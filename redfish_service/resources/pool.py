@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..composition import planner
 from ..drivers.contract import Device, Host, Inventory, Sled
 from ..protocol.errors import RedfishError, method_not_allowed
 from ..store import Store, Transaction
@@ -146,6 +147,22 @@ def sled_documents(sled: Sled) -> list[dict[str, Any]]:
     return docs
 
 
+def expansion_block_doc(uri: str, name: str, inside: list[dict[str, Any]],
+                        zones: list[str]) -> dict[str, Any]:
+    """An Expansion block composed of the device blocks ``inside``: what they hold is
+    listed as its own (a constrained request matches it), and it is in their common
+    zones."""
+    block = _block(uri.rsplit("/", 1)[1], name, ["Expansion"])
+    for prop in ("Processors", "Memory", "Drives", "NetworkInterfaces"):
+        links = [link for doc in inside for link in doc.get(prop, [])]
+        if links:
+            block[prop] = links
+            block[f"{prop}@odata.count"] = len(links)
+    block["Links"]["Zones"] = [ref(z) for z in zones]
+    block["Links"]["SupplyingResourceBlocks"] = [ref(d["@odata.id"]) for d in inside]
+    return block
+
+
 def host_block(host: Host) -> dict[str, Any]:
     return host_block_doc(host.id)
 
@@ -228,10 +245,19 @@ async def reconcile(store: Store, inventory: Inventory) -> None:
         ):
             if not tx.exists(uri):
                 tx.create(uri, collection_doc(uri, entity, name))
+        # Expansion blocks belong to the composition: they stay while all their
+        # devices do (and are listed in their zones again).
+        kept = {u for u in store.members(BLOCKS)
+                if "Expansion" in (d := store.doc(u) or {}).get("ResourceBlockType", ())
+                and all(b in wanted for b in planner.suppliers(d))}
+        for uri in kept:
+            for zone in (store.doc(uri) or {}).get("Links", {}).get("Zones", []):
+                if zone["@odata.id"] in wanted:
+                    wanted[zone["@odata.id"]]["Links"]["ResourceBlocks"].append(ref(uri))
         # Blocks and zones that left the inventory go, with what they contain.
         for collection in (BLOCKS, ZONES):
             for uri in store.members(collection):
-                if uri not in wanted:
+                if uri not in wanted and uri not in kept:
                     tx.delete(uri)
         for uri, doc in wanted.items():
             current = tx.get(uri)
@@ -239,10 +265,16 @@ async def reconcile(store: Store, inventory: Inventory) -> None:
                 for key in STATE_KEYS:
                     if key in current:
                         doc[key] = current[key]
-                doc["Links"]["ComputerSystems"] = current.get("Links", {}).get(
-                    "ComputerSystems", [])
+                links = current.get("Links", {})
+                doc["Links"]["ComputerSystems"] = links.get("ComputerSystems", [])
+                consumers = [c for c in links.get("ConsumingResourceBlocks", [])
+                             if c["@odata.id"] in kept]
+                if consumers:
+                    doc["Links"]["ConsumingResourceBlocks"] = consumers
+                elif links.get("ConsumingResourceBlocks"):  # its Expansion block went
+                    doc = planner.unsupplied(doc)
             tx.put(uri, doc, owned=True)  # built for this put alone
-        refresh_pools(tx, [u for u, d in wanted.items() if d.get("@odata.type") == BLOCK_TYPE])
+        refresh_pools(tx, [m["@odata.id"] for m in (tx.get(BLOCKS) or {}).get("Members", [])])
         _advertise_composition(tx, [u for u in wanted if u.startswith(ZONES + "/")])
         advertise_registration(tx, sorted(u for u in wanted if u.startswith(ZONES + "/")))
 
