@@ -20,7 +20,7 @@ from ..protocol.messages import message
 from ..store import Store
 from . import uris
 from .context import Ctx
-from .kind import ActionResult, Created, Kind
+from .kind import ActionResult, Created, Kind, checked_entry
 from .registration import unregistered
 
 log = logging.getLogger("redfish_service.composition")
@@ -292,13 +292,7 @@ class SystemKind(Kind):
         def plan(view: View) -> None:
             # Under the system's lock: the precondition and the difference are taken
             # from the state the whole change applies to, so two PATCHes serialize.
-            entry = ctx.store.get(uri)
-            if entry is None:
-                raise RedfishError.of(404, "ResourceMissingAtURI", uri)
-            if if_match is not None and "*" not in if_match and not (
-                {entry.etag, f"W/{entry.etag}"} & set(if_match)
-            ):
-                raise RedfishError.of(412, "PreconditionFailed")
+            entry = checked_entry(ctx, uri, if_match)
             current = [b["@odata.id"] for b in entry.doc["Links"].get("ResourceBlocks", [])]
             wanted = _wanted_blocks(links["ResourceBlocks"], current)
             base = planner.host_block(entry.doc, view.blocks)
@@ -326,13 +320,7 @@ class SystemKind(Kind):
         return [*methods, "DELETE"] if doc.get("SystemType") == "Composed" else methods
 
     async def pre_delete(self, ctx, uri, if_match):
-        entry = ctx.store.get(uri)
-        if entry is None:
-            raise RedfishError.of(404, "ResourceMissingAtURI", uri)
-        if if_match is not None and "*" not in if_match and not (
-            {entry.etag, f"W/{entry.etag}"} & set(if_match)
-        ):
-            raise RedfishError.of(412, "PreconditionFailed")
+        checked_entry(ctx, uri, if_match)
         await ctx.composer.decompose(ctx.actor, uri)
         return True
 

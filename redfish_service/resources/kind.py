@@ -46,6 +46,19 @@ class ActionResult:
 ActionHandler = Callable[["Ctx", str, dict[str, Any]], Awaitable[ActionResult]]
 
 
+def checked_entry(ctx: Ctx, uri: str, if_match: list[str] | None) -> Entry:
+    """The resource an operation hook acts on, with its ``If-Match`` precondition met:
+    404 if it is gone, 412 if the client's ETag is not its current one."""
+    entry = ctx.store.get(uri)
+    if entry is None:
+        raise RedfishError.of(404, "ResourceMissingAtURI", uri)
+    if if_match is not None and "*" not in if_match and not (
+        {entry.etag, f"W/{entry.etag}"} & set(if_match)
+    ):
+        raise RedfishError.of(412, "PreconditionFailed")
+    return entry
+
+
 class Kind:
     entity: str = ""
     writable: dict[str, Field] = {}

@@ -13,12 +13,12 @@ from typing import Any
 
 from ..composition import planner
 from ..drivers.contract import Device, Host, Inventory, Sled
-from ..protocol.errors import RedfishError, method_not_allowed
+from ..protocol.errors import method_not_allowed
 from ..store import Store, Transaction
 from . import uris
 from .accounts import collection_doc
 from .composition_service import ACTION_INFO, action_info_doc, compose_action
-from .kind import Kind
+from .kind import Kind, checked_entry
 from .registration import advertise as advertise_registration
 from .registration import unregistered as unregistered_hosts
 
@@ -331,13 +331,7 @@ class ResourceBlockKind(Kind):
     async def pre_delete(self, ctx, uri, if_match):
         from .registration import unregister
 
-        entry = ctx.store.get(uri)
-        if entry is None:
-            raise RedfishError.of(404, "ResourceMissingAtURI", uri)
-        if if_match is not None and "*" not in if_match and not (
-            {entry.etag, f"W/{entry.etag}"} & set(if_match)
-        ):
-            raise RedfishError.of(412, "PreconditionFailed")
+        checked_entry(ctx, uri, if_match)
         await unregister(ctx, uri)
         return True
 
