@@ -8,6 +8,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .events.hub import EventHub
     from .resources.composer import Composer
     from .resources.kind import Kinds
     from .resources.task_runner import TaskRunner
@@ -22,3 +23,4 @@ ACCOUNTS: web.AppKey[Accounts] = web.AppKey("accounts")
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")
 COMPOSER: web.AppKey[Composer] = web.AppKey("composer")
 TASK_RUNNER: web.AppKey[TaskRunner] = web.AppKey("task_runner")
+EVENTS: web.AppKey[EventHub] = web.AppKey("events")

@@ -253,6 +253,20 @@ BASE = Registry(
             0, "Critical", "The service is shutting down and takes no new requests.",
             "Retry once the service is back.",
         ),
+        # events
+        "ServiceDisabled": _m(
+            1, "Warning", "The service at %1 is disabled.",
+            "Enable the service (ServiceEnabled) and retry.",
+        ),
+        "EventSubscriptionLimitExceeded": _m(
+            0, "Critical", "The service already holds as many event subscriptions as it allows.",
+            "Delete subscriptions that are no longer needed.",
+        ),
+        "SubscriptionTerminated": _m(0, "OK", "The event subscription was ended."),
+        "EventBufferExceeded": _m(
+            0, "Warning", "Events were dropped because the receiver fell too far behind.",
+            "Read the current state of the resources of interest.",
+        ),
     },
 )
 

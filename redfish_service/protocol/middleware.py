@@ -79,6 +79,8 @@ def offered_media(path: str) -> tuple[str, ...]:
         return ("application/xml",)
     if path.endswith(".yaml"):
         return ("application/yaml",)
+    if path.rstrip("/") == "/redfish/v1/EventService/SSE":
+        return ("text/event-stream",)
     return ("application/json",)
 
 

@@ -30,6 +30,7 @@ def service_root_doc(service_uuid: str, product_version: str) -> dict[str, Any]:
         "Systems": {"@odata.id": uris.SYSTEMS},
         "Chassis": {"@odata.id": uris.CHASSIS},
         "Tasks": {"@odata.id": uris.TASK_SERVICE},
+        "EventService": {"@odata.id": "/redfish/v1/EventService"},
         "CompositionService": {"@odata.id": uris.COMPOSITION_SERVICE},
         "Fabrics": {"@odata.id": "/redfish/v1/Fabrics"},
         "Registries": {"@odata.id": uris.REGISTRIES},
