@@ -13,6 +13,11 @@ from . import services
 from .config import Settings
 from .drivers import registry as drivers
 from .drivers.contract import BindingDriver, EventSource, FaultInjector, InventoryDriver
+from .events import resources as event_resources
+from .events import sse
+from .events.hub import EventHub
+from .mockups import service as mockup_service
+from .mockups.driver import MockupDriver
 from .protocol import dispatch, middleware, wire
 from .resources import (
     accounts,
@@ -52,7 +57,7 @@ def product_version() -> str:
 def default_kinds() -> Kinds:
     kinds = Kinds()
     for module in (service_root, accounts, sessions, managers, tasks, registries, inventory,
-                   pool, fabrics, composition_service, reservations):
+                   pool, fabrics, composition_service, reservations, event_resources):
         for kind in module.KINDS:
             kinds.add(kind)
     return kinds
@@ -73,6 +78,7 @@ def create_app(
     )
     app[services.SETTINGS] = settings
     app[services.KINDS] = default_kinds()
+    sse.setup_routes(app)  # before the dispatcher's catch-all route
     dispatch.setup_routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -84,14 +90,21 @@ def create_app(
         app[services.ACCOUNTS] = accounts_service
         sessions_service = Sessions(store, accounts_service, settings.max_sessions)
         app[services.SESSIONS] = sessions_service
+        # A mockup seeds the store at first start; its documents are the inventory.
+        serving_mockup = await mockup_service.seed(store, settings.mockup)
         generated = await bootstrap(store, settings, product_version())
         if generated is not None and on_admin_password is not None:
             on_admin_password(generated)
-        fabric = driver or drivers.load("simulated")
-        found = await fabric.discover()
-        await inventory.reconcile(store, found)
-        await pool.reconcile(store, found)
-        await fabrics.reconcile(store, found)
+        if serving_mockup:
+            await mockup_service.layer(store)
+            # the documents are the inventory: a rack driver (the CLI's default) has no part
+            fabric = driver if isinstance(driver, MockupDriver) else MockupDriver()
+        else:
+            fabric = driver or drivers.load("simulated")
+            found = await fabric.discover()
+            await inventory.reconcile(store, found)
+            await pool.reconcile(store, found)
+            await fabrics.reconcile(store, found)
         if not isinstance(fabric, BindingDriver):
             raise TypeError(f"driver {type(fabric).__name__} cannot bind devices")
         composer = Composer(store, fabric, timeout_s=settings.driver_timeout_s)
@@ -112,8 +125,12 @@ def create_app(
         await bootstrap_schema_files(store)
         sessions_service.load()
         sessions_service.start()
+        events = EventHub(store)  # events follow the change feed from here on
+        await events.start()
+        app[services.EVENTS] = events
         log.info("service ready", extra={"documents": len(store), "seq": store.seq})
         yield
+        await events.stop()
         await composer.stop()
         await task_runner.stop()
         if monitor is not None:

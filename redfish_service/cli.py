@@ -20,6 +20,9 @@ from . import logs
 from .app import create_app
 from .config import ENV_PREFIX, ConfigError, Settings, load_settings, load_yaml_mapping
 from .drivers.simulated import RackSpec, SimulatedDriver
+from .mockups import cli as mockup_cli
+from .mockups.driver import MockupDriver
+from .mockups.loader import NotAMockup, mockup_root
 from .security.tls import ensure_self_signed, server_context
 
 log = logging.getLogger("redfish_service")
@@ -71,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--rack", type=Path,
                        help="YAML description of the simulated rack (hosts, switches, device "
                             "groups, sleds, bind_latency_s); default: the built-in rack")
+    serve.add_argument("--mockup", type=Path,
+                       help="serve a DSP2043 mockup folder live instead of the simulated rack "
+                            "(loaded into an empty state directory at first start)")
+    mockup_cli.add_parser(sub)
     return parser
 
 
@@ -124,7 +131,7 @@ def _driver(settings: Settings) -> SimulatedDriver:
         raise ConfigError(f"invalid rack file {settings.rack}: {where}: {first['msg']}") from None
 
 
-async def _serve(settings: Settings, driver: SimulatedDriver) -> int:
+async def _serve(settings: Settings, driver: SimulatedDriver | MockupDriver) -> int:
     ssl_context = None
     if not settings.insecure_http:
         cert = settings.tls_cert or settings.state_dir / "tls-cert.pem"
@@ -180,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             "tls_key": args.tls_key,
             "log_level": args.log_level,
             "rack": args.rack,
+            "mockup": args.mockup,
         }
         try:
             settings = load_settings(args.config, flags)
@@ -190,7 +198,16 @@ def main(argv: list[str] | None = None) -> int:
                     "add --allow-insecure-remote to force it"
                 )
             _prepare_state_dir(settings.state_dir)
-            driver = _driver(settings)
+            if settings.mockup is not None:
+                if settings.rack is not None:
+                    raise ConfigError("--mockup and --rack exclude each other")
+                try:
+                    mockup_root(settings.mockup)
+                except NotAMockup as e:
+                    raise ConfigError(f"--mockup: {e}") from None
+                driver = MockupDriver()
+            else:
+                driver = _driver(settings)
         except ConfigError as e:
             return _fail(str(e))
         logs.configure(settings.log_level)
@@ -198,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_serve(settings, driver))
         except KeyboardInterrupt:
             return 0
+    if args.command == "mockup":
+        return mockup_cli.run(args)
     return 2
 
 

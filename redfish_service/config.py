@@ -50,6 +50,8 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(1 << 20, ge=1024)
     accounts: AccountPolicy = Field(default_factory=AccountPolicy)
     rack: Path | None = None  # YAML description of the simulated rack (default: built in)
+    # A DSP2043 mockup folder served instead of the simulated rack (seeds an empty state).
+    mockup: Path | None = None
     # A driver operation (one bind or unbind) that takes longer is abandoned and undone.
     driver_timeout_s: float = Field(30.0, gt=0, le=3600)
     # An operation (compose, action, ...) still running after this answers 202 with a
