@@ -37,18 +37,6 @@ def deep_copy(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value))
 
 
-def _collect_types(value: Any, found: set[str]) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "@odata.type" and isinstance(item, str):
-                found.add(item)
-            elif isinstance(item, (dict, list)):
-                _collect_types(item, found)
-    elif isinstance(value, list):
-        for item in value:
-            _collect_types(item, found)
-
-
 class Entry:
     """One document at one revision. Loaded from disk it is kept as its JSON bytes and
     parsed on first use: most documents of a large pool (ports, PCIe functions) are only
@@ -253,13 +241,13 @@ class Store:
     def odata_types(self) -> set[str]:
         """Every ``@odata.type`` the documents hold, nested ones included, read from the
         serialized form so that nothing has to be parsed."""
-        found: set[str] = set()
+        found: set[bytes] = set()
         for entry in self._entries.values():
-            if entry._doc is None:  # not parsed: search the bytes
-                found.update(t.decode() for t in _ODATA_TYPE.findall(entry.body))
-            else:
-                _collect_types(entry._doc, found)  # parsed: walk it
-        return found
+            # the bytes if kept, else serialized for this search only (not cached: that
+            # would keep a second copy of every parsed document)
+            raw = entry._bytes if entry._bytes is not None else orjson.dumps(entry._doc)
+            found.update(_ODATA_TYPE.findall(raw))
+        return {t.decode() for t in found}
 
     async def open(self) -> None:
         loaded, seq = await self._backend.load()
