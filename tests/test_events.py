@@ -91,10 +91,16 @@ async def test_composition_events_in_order_with_context_and_filters(rf, receiver
                if r["MessageId"] == "ResourceEvent.1.4.ResourceCreated"]
     assert {"@odata.id": system} in [r["OriginOfCondition"] for r in created]
     changed = [r for r in everything.records if r["OriginOfCondition"]["@odata.id"] == GPU
-               and r["MessageId"].endswith(".ResourceChanged")]
+               and "Oem" in r]
     assert changed and all("CompositionStatus" in r["Oem"]["RedfishComposer"]
                            ["ChangedProperties"] or "Links" in r["Oem"]["RedfishComposer"]
                            ["ChangedProperties"] for r in changed)
+    # the block's composition state change is announced with the Composition message,
+    # in place of ResourceChanged (one record per change)
+    state_changes = [r for r in changed if r["MessageId"]
+                     == "Composition.1.1.ResourceBlockCompositionStateChanged"]
+    assert state_changes and all(r["MessageArgs"] == [GPU] and r["MessageSeverity"] == "OK"
+                                 for r in state_changes)
 
     gpu_expected = log.ids(lambda o: o.uri == GPU or o.uri.startswith(GPU + "/"))
     await gpu_only.wait_for(lambda r: r.event_ids()[-1:] == gpu_expected[-1:])
@@ -379,3 +385,86 @@ async def test_subscriptions_and_events_match_their_json_schemas(rf, receivers):
         problems += [f"{doc.get('@odata.id', 'Event')}: {e}"
                      for e in schemas.errors(doc, choice.path)]
     assert not problems, "\n".join(problems)
+
+
+# -- what is announced besides ResourceEvent ---------------------------------------------
+
+COMPOSITION_STATE = "Composition.1.1.ResourceBlockCompositionStateChanged"
+
+
+async def test_composition_messages_for_the_blocks_of_a_composition(rf, receivers):
+    composition_only = await receivers()
+    await subscribe(rf, ADMIN, composition_only.url, Context="composition",
+                    RegistryPrefixes=["Composition"])
+    log = ChangeLog(rf.server.app[services.STORE])
+    resp = await rf.post(SYSTEMS, json=request("sled1", "gpu1-1"), headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    log.close()
+    expected = log.ids(lambda o: o.registry == "Composition")
+    assert expected
+    await composition_only.wait_for(lambda r: r.event_ids()[-1:] == expected[-1:])
+    assert composition_only.event_ids() == expected
+    records = composition_only.records
+    assert {r["MessageId"] for r in records} == {COMPOSITION_STATE}
+    assert {r["MessageArgs"][0] for r in records} == {f"{BLOCKS}/sled1", GPU}
+    assert all(r["OriginOfCondition"]["@odata.id"] == r["MessageArgs"][0] for r in records)
+    # nothing else reached it: every ResourceEvent of the composition was filtered out
+    assert {r.registry for r, _ in log.records} >= {"ResourceEvent", "Composition"}
+    await asyncio.sleep(0.05)
+    assert len(composition_only.records) == len(expected)
+
+
+async def test_device_failure_and_recovery_are_health_events(rf, receivers):
+    critical, recovered = await receivers(), await receivers()
+    await subscribe(rf, ADMIN, critical.url, Severities=["Critical"])
+    await subscribe(rf, ADMIN, recovered.url,
+                    MessageIds=["ResourceEvent.1.4.ResourceStatusChangedOK"],
+                    OriginResources=[{"@odata.id": GPU}])
+    inject = "/redfish/v1/Managers/Composer/Actions/Oem/RedfishComposer.InjectFault"
+    resp = await rf.post(inject, json={"Kind": "device_failure", "Device": "gpu1-1"},
+                         headers=ADMIN)
+    assert resp.status == 204, await resp.text()
+    await critical.wait_for(lambda r: any(
+        x["OriginOfCondition"]["@odata.id"] == GPU for x in r.records))
+    rec = next(x for x in critical.records if x["OriginOfCondition"]["@odata.id"] == GPU)
+    assert rec["MessageId"] == "ResourceEvent.1.4.ResourceStatusChangedCritical"
+    assert rec["MessageSeverity"] == "Critical" and rec["MessageArgs"] == [GPU, "Critical"]
+    assert all(x["MessageSeverity"] == "Critical" for x in critical.records)
+    resp = await rf.post("/redfish/v1/Managers/Composer/Actions/Oem/RedfishComposer.ClearFaults",
+                         json={}, headers=ADMIN)
+    assert resp.status == 204, await resp.text()
+    await recovered.wait_for(lambda r: len(r.records) >= 1)
+    assert recovered.records[0]["MessageArgs"] == [GPU, "OK"]
+    assert recovered.records[0]["MessageSeverity"] == "OK"
+
+
+async def test_task_state_changes_are_task_events(rf, receivers):
+    tasks = await receivers()
+    await subscribe(rf, ADMIN, tasks.url, RegistryPrefixes=["TaskEvent"])
+    store = rf.server.app[services.STORE]
+    uri = "/redfish/v1/TaskService/Tasks/e1"
+    doc = {"@odata.id": uri, "@odata.type": "#Task.v1_7_4.Task", "Id": "e1", "Name": "t",
+           "TaskState": "Running", "TaskStatus": "OK", "PercentComplete": 0}
+    async with store.transaction("test") as tx:
+        tx.create(uri, dict(doc))
+    async with store.transaction("test") as tx:
+        tx.put(uri, {**doc, "PercentComplete": 50})  # no state change: not a TaskEvent
+    async with store.transaction("test") as tx:
+        tx.put(uri, {**doc, "TaskState": "Completed", "PercentComplete": 100})
+    async with store.transaction("test") as tx:
+        tx.delete(uri)
+    await tasks.wait_for(lambda r: len(r.records) >= 3)
+    await asyncio.sleep(0.05)
+    assert [(r["MessageId"], r["MessageArgs"]) for r in tasks.records] == [
+        ("TaskEvent.1.0.TaskStarted", ["e1"]), ("TaskEvent.1.0.TaskCompletedOK", ["e1"]),
+        ("TaskEvent.1.0.TaskRemoved", ["e1"])]
+    assert tasks.records[2]["MessageSeverity"] == "Warning"
+
+
+async def test_a_subscription_to_a_registry_never_sent_is_refused(rf):
+    resp = await rf.post(SUBSCRIPTIONS, headers=ADMIN, json={
+        "Destination": "http://127.0.0.1:9/e", "Protocol": "Redfish",
+        "RegistryPrefixes": ["Fabric"], "MessageIds": ["Base.1.22.Success"]})
+    assert resp.status == 400
+    doc = await resp.json()
+    assert doc["error"]["@Message.ExtendedInfo"]

@@ -164,3 +164,21 @@ async def test_many_clients_receive_a_burst(rf):
         assert [i for i, _ in got] == expected
     for s in streams:
         s.close()
+
+
+def test_an_assembled_frame_is_the_event_body_of_its_record():
+    import json
+
+    from redfish_service.events.records import Origin, event_body
+    from redfish_service.events.sse import _record_frame
+
+    rec = {"EventType": "Other", "EventId": "7", "MemberId": "0", "MessageId": "a.b",
+           "MessageArgs": ["x\"y"], "OriginOfCondition": {"@odata.id": "/r"}}
+    origin = Origin(7, "ResourceEvent", "ResourceChanged", "OK", "", "/r")
+    cache: dict[int, bytes] = {}
+    for context in ("c\u00e9\"", ""):
+        frame = _record_frame((origin, rec), context, cache)
+        head, data = frame.decode().rstrip("\n").split("\n")
+        assert head == "id: 7" and frame.endswith(b"\n\n")
+        assert json.loads(data.removeprefix("data: ")) == event_body([rec], "7", context)
+    assert list(cache) == [7]

@@ -187,6 +187,8 @@ class EventHub:
         self.retry_unit_s = 1.0
         self.destinations: dict[str, PushDestination] = {}
         self.listeners: set[Listener] = set()
+        # Serialized records by sequence number, shared by the SSE streams (sse.py).
+        self.frame_cache: dict[int, bytes] = {}
         self._session: aiohttp.ClientSession | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._test_ids = 0

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol.messages import REGISTRIES, message
+from ..composition.messages import COMPOSITION
+from ..protocol.messages import REGISTRIES, Registry, message
 from ..store import Change
 from .messages import RESOURCE_EVENT
 
@@ -28,6 +29,66 @@ SILENT_ENTITIES = frozenset({
 })
 
 _OPS = {"create": "ResourceCreated", "delete": "ResourceRemoved", "update": "ResourceChanged"}
+
+# The registries whose messages can be sent (EventService.RegistryPrefixes): Base only for
+# EventBufferExceeded.
+EVENT_REGISTRIES = ("Base", "Composition", "ResourceEvent", "TaskEvent")
+
+_HEALTH_KEYS = {"OK": "ResourceStatusChangedOK", "Warning": "ResourceStatusChangedWarning",
+                "Critical": "ResourceStatusChangedCritical"}
+
+# TaskState after the change -> TaskEvent message key (Completed depends on TaskStatus).
+_TASK_KEYS = {"Running": "TaskStarted", "Exception": "TaskAborted", "Killed": "TaskAborted",
+              "Cancelled": "TaskCancelled", "Suspended": "TaskPaused",
+              "Interrupted": "TaskPaused"}
+
+
+def _path(doc: dict[str, Any] | None, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(key)
+    return doc
+
+
+def _specific(change: Change, entity: str) -> tuple[Registry, str, list[Any]] | None:
+    """The registry message that says more than ResourceChanged about ``change``, if any.
+
+    Needs the documents before and after the change (``Change.after``/``before``); a change
+    log reloaded after a restart has neither and its changes fall back to ResourceEvent.
+    One change gives one message, the most telling first: a task's new state, a health
+    change (severity follows the new health), a block's composition state, a block's state.
+    """
+    after, before = change.after, change.before
+    if entity == "Task":
+        tasks = REGISTRIES.get("TaskEvent")
+        if tasks is None:
+            return None
+        task_id = _path(after or before, "Id") or change.uri.rsplit("/", 1)[-1]
+        if change.op == "delete":
+            return tasks, "TaskRemoved", [task_id]
+        state = _path(after, "TaskState")
+        if state is None or (change.op == "update" and state == _path(before, "TaskState")):
+            return None
+        if state == "Completed":
+            ok = _path(after, "TaskStatus") in (None, "OK")
+            return tasks, "TaskCompletedOK" if ok else "TaskCompletedWarning", [task_id]
+        if state == "Running" and _path(before, "TaskState") in ("Suspended", "Interrupted"):
+            return tasks, "TaskResumed", [task_id]
+        key = _TASK_KEYS.get(state)
+        return (tasks, key, [task_id]) if key else None
+    if change.op != "update" or after is None or before is None:
+        return None
+    health = _path(after, "Status", "Health")
+    if health in _HEALTH_KEYS and health != _path(before, "Status", "Health"):
+        return RESOURCE_EVENT, _HEALTH_KEYS[health], [change.uri, health]
+    if entity == "ResourceBlock":
+        state = _path(after, "CompositionStatus", "CompositionState")
+        if state != _path(before, "CompositionStatus", "CompositionState"):
+            return COMPOSITION, "ResourceBlockCompositionStateChanged", [change.uri]
+        if _path(after, "Status", "State") != _path(before, "Status", "State"):
+            return COMPOSITION, "ResourceBlockStateChanged", [change.uri]
+    return None
 
 
 def entity_of_type(odata_type: str | None) -> str:
@@ -76,8 +137,8 @@ def from_change(change: Change) -> Record | None:
         return None
     if change.op == "update" and not change.properties:
         return None  # only private data changed (password hashes, intents): nothing to say
-    key = _OPS[change.op]
-    msg = message(key, registry=RESOURCE_EVENT)
+    registry, key, args = _specific(change, entity) or (RESOURCE_EVENT, _OPS[change.op], [])
+    msg = message(key, *args, registry=registry)
     record: dict[str, Any] = {
         "EventType": "Other",
         "EventId": str(change.seq),
@@ -85,13 +146,13 @@ def from_change(change: Change) -> Record | None:
         "MemberId": "0",
         "MessageId": msg["MessageId"],
         "Message": msg["Message"],
-        "MessageArgs": [],
+        "MessageArgs": msg["MessageArgs"],
         "MessageSeverity": msg["MessageSeverity"],
         "OriginOfCondition": {"@odata.id": change.uri},
     }
     if change.op == "update":
         record["Oem"] = {OEM_KEY: {"ChangedProperties": list(change.properties)}}
-    origin = Origin(change.seq, RESOURCE_EVENT.prefix, key, msg["MessageSeverity"], entity,
+    origin = Origin(change.seq, registry.prefix, key, msg["MessageSeverity"], entity,
                     change.uri)
     return origin, record
 

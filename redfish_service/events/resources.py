@@ -23,7 +23,7 @@ from ..resources.kind import ActionResult, Created, Kind
 from ..resources.registries import ensure_schema_files
 from ..store import Store
 from .messages import RESOURCE_EVENT
-from .records import Origin, entity_of_type, split_message_id
+from .records import EVENT_REGISTRIES, Origin, entity_of_type, split_message_id
 
 if TYPE_CHECKING:
     from .hub import EventHub
@@ -66,7 +66,7 @@ def event_service_doc(resource_types: list[str]) -> dict[str, Any]:
         "DeliveryRetryAttempts": 3,
         "DeliveryRetryIntervalSeconds": 30,
         "EventFormatTypes": ["Event"],
-        "RegistryPrefixes": sorted(REGISTRIES),
+        "RegistryPrefixes": list(EVENT_REGISTRIES),
         "ResourceTypes": resource_types,
         "SubordinateResourcesSupported": True,
         "OriginResourcesSupported": True,
@@ -194,7 +194,7 @@ def _known_message_id(value: str) -> bool:
     pair = split_message_id(value)
     if pair is None:
         return False
-    registry = REGISTRIES.get(pair[0])
+    registry = REGISTRIES.get(pair[0]) if pair[0] in EVENT_REGISTRIES else None
     return registry is not None and pair[1] in registry.messages
 
 
@@ -274,8 +274,8 @@ def check_subscription(ctx: Ctx, body: Any) -> list[dict]:
     if body.get("SendHeartbeat") is True:
         errors.append(_err("PropertyValueIncorrect", "SendHeartbeat", "true",
                            prop="SendHeartbeat"))
-    errors += _check_list(body, "RegistryPrefixes", sorted(REGISTRIES))
-    errors += _check_list(body, "ExcludeRegistryPrefixes", sorted(REGISTRIES))
+    errors += _check_list(body, "RegistryPrefixes", list(EVENT_REGISTRIES))
+    errors += _check_list(body, "ExcludeRegistryPrefixes", list(EVENT_REGISTRIES))
     errors += _check_list(body, "MessageIds", check=_known_message_id)
     errors += _check_list(body, "ExcludeMessageIds", check=_known_message_id)
     types = (ctx.store.doc(EVENT_SERVICE) or {}).get("ResourceTypes") or []

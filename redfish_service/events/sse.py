@@ -24,8 +24,10 @@ from ..protocol.errors import RedfishError
 from ..protocol.messages import message
 from ..protocol.middleware import COMMON_HEADERS
 from .hub import EventHub, Listener
-from .records import Origin, Record, event_body, from_change, iso_time
+from .records import EVENT_TYPE, Origin, Record, from_change, iso_time
 from .resources import EVENT_SERVICE, SSE_URI
+
+FRAME_CACHE = 2048  # records whose JSON the streams share (a burst's worth)
 
 FILTER_NAMES = ("EventFormatType", "EventType", "MessageId", "OriginResource",
                 "RegistryPrefix", "ResourceType", "MessageSeverity")
@@ -66,10 +68,24 @@ def _frame(event_id: str, body: dict[str, Any]) -> bytes:
     return b"id: " + event_id.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
-def _record_frame(record: Record, context_value: str) -> bytes:
+def _record_frame(record: Record, context_value: str, cache: dict[int, bytes] | None = None
+                  ) -> bytes:
+    """The SSE event of one record: ``event_body([record], id, context)``, assembled from
+    the record's JSON, which ``cache`` (the hub's, by sequence number) shares among the
+    streams (each has its own Context)."""
     origin, rec = record
     event_id = str(origin.seq) if origin.seq else rec.get("EventId", "0")
-    return _frame(event_id, event_body([rec], event_id, context_value))
+    data = cache.get(origin.seq) if cache is not None and origin.seq else None
+    if data is None:
+        data = orjson.dumps({**rec, "MemberId": "0"})
+        if cache is not None and origin.seq:
+            cache[origin.seq] = data
+            if len(cache) > FRAME_CACHE:
+                del cache[next(iter(cache))]
+    eid = orjson.dumps(event_id)
+    return (b"id: " + event_id.encode() + b'\ndata: {"@odata.type":"' + EVENT_TYPE.encode()
+            + b'","Id":' + eid + b',"Name":"Event","Events":[' + data
+            + b'],"Events@odata.count":1,"Context":' + orjson.dumps(context_value) + b"}\n\n")
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -129,18 +145,24 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 if listener.overflowed:
                     break
                 listener.wake.clear()
-                try:
-                    await asyncio.wait_for(listener.wake.wait(), hub.keepalive_s)
+                try:  # asyncio.timeout: no task per wait (wait_for makes one)
+                    async with asyncio.timeout(hub.keepalive_s):
+                        await listener.wake.wait()
                 except TimeoutError:
                     await response.write(b": keep-alive\n\n")
                 continue
-            record = listener.items.popleft()
-            seq = record[0].seq
-            if seq and seq <= sent:
-                continue  # already sent from the backlog
-            await response.write(_record_frame(record, context_value))
-            if seq:
-                sent = seq
+            # Everything queued goes out in one write (a burst costs one syscall).
+            frames = []
+            while listener.items:
+                record = listener.items.popleft()
+                seq = record[0].seq
+                if seq and seq <= sent:
+                    continue  # already sent from the backlog
+                frames.append(_record_frame(record, context_value, hub.frame_cache))
+                if seq:
+                    sent = seq
+            if frames:
+                await response.write(b"".join(frames))
         return response
     except ConnectionResetError:  # the client went away
         return response

@@ -21,7 +21,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -86,6 +86,11 @@ class Change:
     time: float
     odata_type: str | None
     properties: tuple[str, ...] = ()  # top-level properties an update changed
+    # The committed document after the change (None for a delete) and before it (None for
+    # a create): shared references, never copies; in memory only (a change log reloaded
+    # after a restart has neither), so readers must treat them as optional.
+    after: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    before: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 Subscriber = Callable[[list[Change]], None]
@@ -315,7 +320,8 @@ class Store:
             seq += 1
             before = self._entries.get(uri)
             odata_type = (doc or (before.doc if before else {})).get("@odata.type")
-            change = Change(seq, uri, op, tx.actor, now, odata_type, props)
+            change = Change(seq, uri, op, tx.actor, now, odata_type, props, doc,
+                            before.doc if before else None)
             changes.append(change)
             if doc is not None:
                 doc[ETAG] = f'"{seq}"'
