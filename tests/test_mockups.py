@@ -416,3 +416,19 @@ def test_serve_refuses_a_folder_that_is_not_a_mockup(tmp_path, capsys):
     rc = main(["serve", "--mockup", str(tmp_path / "nope"), "--state-dir", str(tmp_path / "s")])
     assert rc == 2
     assert "--mockup" in capsys.readouterr().err
+
+
+async def test_decomposing_a_system_of_a_served_mockup(aiohttp_client, tmp_path):
+    """public-composability has no FreePool/ActivePool: DELETE of a composed system frees its
+    blocks without inventing pools. (Composing anew against it is not supported yet.)"""
+    settings = Settings(state_dir=tmp_path, admin_password=ADMIN_PASSWORD,
+                        mockup=mockup("public-composability"))
+    client = await aiohttp_client(create_app(settings, backend=MemoryBackend()))
+    resp = await client.delete("/redfish/v1/Systems/ComposedSystem", headers=AUTH)
+    assert resp.status == 204, await resp.text()
+    block = await (await client.get("/redfish/v1/CompositionService/ResourceBlocks/"
+                                    "ComputeBlock1", headers=AUTH)).json()
+    assert block["CompositionStatus"]["CompositionState"] == "Unused"
+    assert (await client.get("/redfish/v1/Systems/ComposedSystem", headers=AUTH)).status == 404
+    assert (await client.get("/redfish/v1/CompositionService/FreePool", headers=AUTH)).status \
+        == 404

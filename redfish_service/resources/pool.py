@@ -309,7 +309,9 @@ def refresh_pools(tx: Transaction, blocks: list[str]) -> None:
         elif state in ("Composed", "ComposedAndAvailable"):
             active.append(ref(uri))
     for uri, members in ((FREE_POOL, free), (ACTIVE_POOL, active)):
-        pool = tx.get(uri) or {}
+        pool = tx.get(uri)
+        if pool is None:  # a served mockup without pools (public-composability)
+            continue
         pool["Members"] = members
         pool["Members@odata.count"] = len(members)
         tx.put(uri, pool)
