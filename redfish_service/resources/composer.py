@@ -299,8 +299,20 @@ class Composer:
                 refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
                 sync_zones(tx, self._store)
             log.warning("settled an interrupted composition", extra={"block": uri})
-        for uri in self._store.members(uris.RESOURCE_BLOCKS):
-            block = self._store.doc(uri) or {}
+        recorded = self._recorded_bindings()
+        for device_id, host in recorded.items():
+            try:
+                await self._bind(device_id, host)
+            except DriverError as e:
+                log.error("driver cannot restore a binding",
+                          extra={"block": device_id, "host": host, "error": str(e)})
+        await self._forget_unrecorded(recorded)
+
+    def _recorded_bindings(self) -> dict[str, str]:
+        """Device id -> the host the documents say it is bound to."""
+        blocks = self._blocks_now()
+        out: dict[str, str] = {}
+        for uri, block in blocks.items():
             if not set(block.get("ResourceBlockType", ())) <= planner.DEVICE_TYPES:
                 continue  # only devices are bound
             systems = block.get("Links", {}).get("ComputerSystems", [])
@@ -308,21 +320,13 @@ class Composer:
                 continue
             system = self._store.doc(systems[0]["@odata.id"]) or {}
             try:
-                host = planner.driver_host(
-                    system, planner.host_block(system, self._blocks_now()))
+                out[block["Id"]] = planner.driver_host(system,
+                                                       planner.host_block(system, blocks))
             except RedfishError:
                 log.error("composed block without a host", extra={"block": uri})
-                continue
-            if "Compute" in block.get("ResourceBlockType", ()):
-                continue
-            try:
-                await self._bind(block["Id"], host)
-            except DriverError as e:
-                log.error("driver cannot restore a binding",
-                          extra={"block": uri, "host": host, "error": str(e)})
-        await self._forget_unrecorded()
+        return out
 
-    async def _forget_unrecorded(self) -> None:
+    async def _forget_unrecorded(self, recorded: dict[str, str]) -> None:
         """Unbind what the fabric holds but no document records: the documents are the
         acknowledged truth, and such a binding was never acknowledged to anyone."""
         try:
@@ -331,16 +335,8 @@ class Composer:
             log.error("driver cannot list its bindings", extra={"error": str(e)})
             return
         for device_id, host_id in (bound or {}).items():
-            block = self._store.doc(f"{uris.RESOURCE_BLOCKS}/{device_id}") or {}
-            systems = block.get("Links", {}).get("ComputerSystems", [])
-            if systems:
-                system = self._store.doc(systems[0]["@odata.id"]) or {}
-                try:
-                    if planner.driver_host(system, planner.host_block(
-                            system, self._blocks_now())) == host_id:
-                        continue
-                except RedfishError:
-                    pass
+            if recorded.get(device_id) == host_id:
+                continue
             try:
                 await self._unbind(device_id, host_id)
                 log.warning("undid a binding no document records",
