@@ -19,7 +19,9 @@ from . import uris
 from .accounts import collection_doc
 from .composition_service import ACTION_INFO, action_info_doc, compose_action
 from .kind import Kind, checked_entry
+from .registration import CAPABILITIES as REGISTRATION_CAPABILITIES
 from .registration import advertise as advertise_registration
+from .registration import register, unregister
 from .registration import unregistered as unregistered_hosts
 
 COMPOSITION_SERVICE = uris.COMPOSITION_SERVICE
@@ -327,12 +329,10 @@ class ResourceBlockKind(Kind):
     def allow(self, doc: dict[str, Any]) -> list[str]:
         methods = super().allow(doc)
         registration = "ComputerSystem" in doc.get("ResourceBlockType", ()) \
-            and doc.get("@odata.id") != registration_capabilities()
+            and doc.get("@odata.id") != REGISTRATION_CAPABILITIES
         return [*methods, "DELETE"] if registration else methods
 
     async def pre_delete(self, ctx, uri, if_match):
-        from .registration import unregister
-
         checked_entry(ctx, uri, if_match)
         await unregister(ctx, uri)
         return True
@@ -349,15 +349,9 @@ class ResourceBlockCollectionKind(Kind):
         return [*methods, "POST"] if doc.get("@odata.id") == BLOCKS else methods
 
     async def create(self, ctx, collection_uri, body):
-        from .registration import register
-
         if collection_uri != BLOCKS:
             raise method_not_allowed(["GET", "HEAD"])
         return await register(ctx, body)
-
-
-def registration_capabilities() -> str:
-    return f"{BLOCKS}/Capabilities"
 
 
 KINDS = [ResourceBlockKind(), ResourceBlockCollectionKind()]
