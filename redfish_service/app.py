@@ -125,7 +125,8 @@ def create_app(
         await bootstrap_schema_files(store)
         sessions_service.load()
         sessions_service.start()
-        events = EventHub(store)  # events follow the change feed from here on
+        # events follow the change feed from here on
+        events = EventHub(store, heartbeat_unit_s=settings.heartbeat_unit_s)
         await events.start()
         app[services.EVENTS] = events
         log.info("service ready", extra={"documents": len(store), "seq": store.seq})

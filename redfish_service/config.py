@@ -58,6 +58,9 @@ class Settings(BaseModel):
     # task monitor; the Task resources kept at most (completed ones are overwritten).
     task_threshold_s: float = Field(0.5, ge=0, le=3600)
     max_tasks: int = Field(100, ge=1, le=10_000)
+    # Seconds in one "minute" of an event subscription's HeartbeatIntervalMinutes. A test
+    # and diagnostic knob: leave it at 60 in service (tests make heartbeats come quickly).
+    heartbeat_unit_s: float = Field(60.0, gt=0, le=3600)
 
     @property
     def scheme(self) -> str:

@@ -55,7 +55,8 @@ async def test_event_service_document(rf):
     doc = await resp.json()
     assert "PATCH" in resp.headers["Allow"]
     assert doc["ServerSentEventUri"] == EVENT_SERVICE + "/SSE"
-    assert {"Base", "ResourceEvent", "Composition", "TaskEvent"} <= set(doc["RegistryPrefixes"])
+    assert set(doc["RegistryPrefixes"]) == {"Base", "ResourceEvent", "Composition", "TaskEvent",
+                                            "Fabric", "HeartbeatEvent"}
     assert {"ResourceBlock", "ComputerSystem", "Zone"} <= set(doc["ResourceTypes"])
     assert doc["Subscriptions"] == {"@odata.id": SUBSCRIPTIONS}
     resp = await rf.patch(EVENT_SERVICE, headers=ADMIN, json={"ServerSentEventUri": "/x"})
@@ -464,7 +465,11 @@ async def test_task_state_changes_are_task_events(rf, receivers):
 async def test_a_subscription_to_a_registry_never_sent_is_refused(rf):
     resp = await rf.post(SUBSCRIPTIONS, headers=ADMIN, json={
         "Destination": "http://127.0.0.1:9/e", "Protocol": "Redfish",
-        "RegistryPrefixes": ["Fabric"], "MessageIds": ["Base.1.22.Success"]})
+        "RegistryPrefixes": ["Power"],  # a DMTF registry the service never sends
+        "MessageIds": ["Fabric.1.0.PortFailed"]})  # a registry it sends, a message it does not
     assert resp.status == 400
     doc = await resp.json()
-    assert doc["error"]["@Message.ExtendedInfo"]
+    assert [(m["MessageId"], m["RelatedProperties"]) for m in doc["error"]
+            ["@Message.ExtendedInfo"]] == [
+        ("Base.1.22.PropertyValueNotInList", ["/RegistryPrefixes/0"]),
+        ("Base.1.22.PropertyValueNotInList", ["/MessageIds/0"])]

@@ -25,6 +25,7 @@ import orjson
 from ..protocol.messages import message
 from ..store import Change, Store
 from . import resources as res
+from .messages import HEARTBEAT_EVENT
 from .records import Origin, Record, Selection, event_body, from_change, iso_time
 
 log = logging.getLogger("redfish_service.events")
@@ -34,7 +35,8 @@ RETRY_FOREVER = ("RetryForever", "RetryForeverWithBackoff")
 
 
 class PushDestination:
-    """One push subscription: its settings, its queue and the worker that delivers it."""
+    """One push subscription: its settings, its queue and the worker that delivers it,
+    and, if it asked for heartbeats, the timer that queues them."""
 
     def __init__(self, hub: EventHub, uri: str) -> None:
         self.hub = hub
@@ -43,6 +45,8 @@ class PushDestination:
         self.dropped = 0
         self.stopped = False
         self.task: asyncio.Task | None = None
+        self.beat_task: asyncio.Task | None = None
+        self.heartbeat_minutes: int | None = None  # None: no heartbeats
         self.configure()
 
     def configure(self) -> None:
@@ -61,15 +65,45 @@ class PushDestination:
         self.enabled = (doc.get("Status") or {}).get("State", "Enabled") == "Enabled"
         if not self.enabled:
             self._clear()
+        minutes = doc.get("HeartbeatIntervalMinutes") or res.DEFAULT_HEARTBEAT_MINUTES
+        heartbeat = minutes if doc.get("SendHeartbeat") is True else None
+        if heartbeat != self.heartbeat_minutes:
+            self.heartbeat_minutes = heartbeat
+            if self.task is not None:  # started: the timer follows the new setting
+                self._restart_heartbeat()
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run(),
                                                            name=f"events {self.uri}")
+        self._restart_heartbeat()
 
     def stop(self) -> None:
         self.stopped = True
-        if self.task is not None and self.task is not asyncio.current_task():
-            self.task.cancel()
+        for task in (self.task, self.beat_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+
+    def _restart_heartbeat(self) -> None:
+        if self.beat_task is not None:
+            self.beat_task.cancel()
+            self.beat_task = None
+        if self.heartbeat_minutes is not None and not self.stopped:
+            self.beat_task = asyncio.get_running_loop().create_task(
+                self._beat(self.heartbeat_minutes), name=f"heartbeat {self.uri}")
+
+    async def _beat(self, minutes: int) -> None:
+        """Every ``minutes`` (of ``heartbeat_unit_s`` seconds), queue a heartbeat. It takes
+        the delivery path of every record (in order, retries, the retry policy); filters
+        do not apply, since the subscriber asked for it; a suspended subscription, or a
+        disabled EventService, gets none."""
+        while not self.stopped:
+            await asyncio.sleep(minutes * self.hub.heartbeat_unit_s)
+            if not self.enabled or self.stopped or not self.hub.enabled():
+                continue
+            try:
+                self.queue.put_nowait(self.hub.heartbeat_record(self.uri))
+            except asyncio.QueueFull:
+                self.dropped += 1
 
     def _clear(self) -> None:
         while not self.queue.empty():
@@ -98,7 +132,9 @@ class PushDestination:
                                    **{k: lost[k] for k in ("MessageId", "Message",
                                                            "MessageArgs", "MessageSeverity")}})
                 self.dropped = 0
-            event_id = str(batch[-1][0].seq or self.hub.next_test_id())
+            last_origin, last_record = batch[-1]
+            event_id = str(last_origin.seq or last_record.get("EventId")
+                           or self.hub.next_test_id())
             body = orjson.dumps(event_body(records, event_id, self.context))
             try:
                 await self._deliver(body)
@@ -175,7 +211,8 @@ class EventHub:
 
     def __init__(self, store: Store, *, queue_size: int = 1000, sse_buffer: int = 5000,
                  max_batch: int = 100, post_timeout_s: float = 5.0,
-                 keepalive_s: float = 15.0, max_subscriptions: int = 100) -> None:
+                 keepalive_s: float = 15.0, max_subscriptions: int = 100,
+                 heartbeat_unit_s: float = 60.0) -> None:
         self.store = store
         self.queue_size = queue_size
         self.sse_buffer = sse_buffer
@@ -185,6 +222,8 @@ class EventHub:
         self.max_subscriptions = max_subscriptions
         # Seconds per unit of DeliveryRetryIntervalSeconds (tests shorten it).
         self.retry_unit_s = 1.0
+        # Seconds per unit of HeartbeatIntervalMinutes (Settings.heartbeat_unit_s).
+        self.heartbeat_unit_s = heartbeat_unit_s
         self.destinations: dict[str, PushDestination] = {}
         self.listeners: set[Listener] = set()
         # Serialized records by sequence number, shared by the SSE streams (sse.py).
@@ -217,7 +256,8 @@ class EventHub:
             self._unsubscribe = None
         for listener in list(self.listeners):
             listener.close()
-        workers = [d.task for d in self.destinations.values() if d.task is not None]
+        workers = [t for d in self.destinations.values() for t in (d.task, d.beat_task)
+                   if t is not None]
         for d in self.destinations.values():
             d.stop()
         for task in [*workers, *self._pending]:
@@ -249,9 +289,21 @@ class EventHub:
         return (int(doc.get("DeliveryRetryAttempts", 3)),
                 float(doc.get("DeliveryRetryIntervalSeconds", 30)))
 
-    def next_test_id(self) -> str:
+    def next_test_id(self, tag: str = "t") -> str:
+        """An EventId for an event not from the change log (tests, heartbeats)."""
         self._test_ids += 1
-        return f"{self.store.seq}-t{self._test_ids}"
+        return f"{self.store.seq}-{tag}{self._test_ids}"
+
+    def heartbeat_record(self, subscription: str) -> Record:
+        msg = message("RedfishServiceFunctional", registry=HEARTBEAT_EVENT)
+        record = {"EventType": "Other", "MemberId": "0", "EventId": self.next_test_id("h"),
+                  "EventTimestamp": iso_time(time.time()),
+                  **{k: msg[k] for k in ("MessageId", "Message", "MessageArgs",
+                                         "MessageSeverity")},
+                  "OriginOfCondition": {"@odata.id": subscription}}
+        origin = Origin(0, HEARTBEAT_EVENT.prefix, "RedfishServiceFunctional", "OK",
+                        "EventDestination", subscription)
+        return origin, record
 
     # -- subscriptions ------------------------------------------------------------------
     def _add(self, uri: str) -> None:
@@ -329,14 +381,15 @@ class EventHub:
         self.listeners.discard(listener)
         listener.close()
 
-    async def open_sse_destination(self, listener: Listener, owner: str | None) -> str:
+    async def open_sse_destination(self, listener: Listener,
+                                   owner: dict[str, str] | None) -> str:
         async with self.store.transaction(ACTOR) as tx:
             taken = {u.rsplit("/", 1)[1] for u in self.store.members(res.SUBSCRIPTIONS)}
             n = 1
             while f"SSE-{n}" in taken:
                 n += 1
             doc = res.sse_destination_doc(f"SSE-{n}", secrets.token_hex(8))
-            tx.create(doc["@odata.id"], doc, {"owner": owner})
+            tx.create(doc["@odata.id"], doc, dict(owner or {}))
         listener.uri = doc["@odata.id"]
         return doc["@odata.id"]
 

@@ -1,4 +1,5 @@
-"""The ResourceEvent message registry (facts: ids, argument counts, severities; our text)."""
+"""The ResourceEvent, HeartbeatEvent and Fabric message registries (facts: ids, argument
+counts, severities; our text). Only the messages the service sends are listed."""
 
 from __future__ import annotations
 
@@ -24,3 +25,36 @@ RESOURCE_EVENT = Registry(
     },
 )
 register(RESOURCE_EVENT)
+
+HEARTBEAT_EVENT = Registry(
+    "HeartbeatEvent",
+    "1.1.1",
+    {
+        "RedfishServiceFunctional": MessageDef(
+            0, "OK", "The service is up and delivering events.", "None."),
+    },
+)
+register(HEARTBEAT_EVENT)
+
+# Args of each: the Id of the zone / connection / endpoint, then the Id of its fabric.
+FABRIC = Registry(
+    "Fabric",
+    "1.0.3",
+    {
+        "ZoneCreated": MessageDef(2, "OK", "Zone '%1' was created in fabric '%2'.", "None."),
+        "ZoneRemoved": MessageDef(2, "OK", "Zone '%1' was deleted from fabric '%2'.", "None."),
+        "ZoneModified": MessageDef(2, "OK", "Zone '%1' of fabric '%2' changed.", "None."),
+        "ConnectionCreated": MessageDef(
+            2, "OK", "Connection '%1' was created in fabric '%2'.", "None."),
+        "ConnectionRemoved": MessageDef(
+            2, "OK", "Connection '%1' was deleted from fabric '%2'.", "None."),
+        "ConnectionModified": MessageDef(
+            2, "OK", "Connection '%1' of fabric '%2' changed.", "None."),
+        "EndpointCreated": MessageDef(
+            2, "OK", "Endpoint '%1' was created in fabric '%2'.", "None."),
+        "EndpointRemoved": MessageDef(
+            2, "OK", "Endpoint '%1' was deleted from fabric '%2'.", "None."),
+        "EndpointModified": MessageDef(2, "OK", "Endpoint '%1' of fabric '%2' changed.", "None."),
+    },
+)
+register(FABRIC)

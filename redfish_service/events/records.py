@@ -7,6 +7,7 @@ have got live. Each record travels with an :class:`Origin` (what the filters loo
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from ..composition.messages import COMPOSITION
 from ..protocol.messages import REGISTRIES, Registry, message
 from ..store import Change
-from .messages import RESOURCE_EVENT
+from .messages import FABRIC, RESOURCE_EVENT
 
 EVENT_TYPE = "#Event.v1_13_0.Event"
 OEM_KEY = "RedfishComposer"
@@ -31,8 +32,9 @@ SILENT_ENTITIES = frozenset({
 _OPS = {"create": "ResourceCreated", "delete": "ResourceRemoved", "update": "ResourceChanged"}
 
 # The registries whose messages can be sent (EventService.RegistryPrefixes): Base only for
-# EventBufferExceeded.
-EVENT_REGISTRIES = ("Base", "Composition", "ResourceEvent", "TaskEvent")
+# EventBufferExceeded, HeartbeatEvent for subscriptions that ask for heartbeats.
+EVENT_REGISTRIES = ("Base", "Composition", "Fabric", "HeartbeatEvent", "ResourceEvent",
+                    "TaskEvent")
 
 _HEALTH_KEYS = {"OK": "ResourceStatusChangedOK", "Warning": "ResourceStatusChangedWarning",
                 "Critical": "ResourceStatusChangedCritical"}
@@ -41,6 +43,14 @@ _HEALTH_KEYS = {"OK": "ResourceStatusChangedOK", "Warning": "ResourceStatusChang
 _TASK_KEYS = {"Running": "TaskStarted", "Exception": "TaskAborted", "Killed": "TaskAborted",
               "Cancelled": "TaskCancelled", "Suspended": "TaskPaused",
               "Interrupted": "TaskPaused"}
+
+
+# A fabric's zones, connections and endpoints (not a storage service's connections, nor
+# the composition service's resource zones): the collection, the fabric's Id, the member's.
+_FABRIC_MEMBER = re.compile(r"/redfish/v1/Fabrics/([^/]+)/(Zones|Connections|Endpoints)/([^/]+)")
+_FABRIC_KEYS = {"Zones": "Zone", "Connections": "Connection", "Endpoints": "Endpoint"}
+_FABRIC_OPS = {"create": "Created", "delete": "Removed", "update": "Modified"}
+RESOURCE_ZONES = "/redfish/v1/CompositionService/ResourceZones/"
 
 
 def _path(doc: dict[str, Any] | None, *keys: str) -> Any:
@@ -54,10 +64,12 @@ def _path(doc: dict[str, Any] | None, *keys: str) -> Any:
 def _specific(change: Change, entity: str) -> tuple[Registry, str, list[Any]] | None:
     """The registry message that says more than ResourceChanged about ``change``, if any.
 
-    Needs the documents before and after the change (``Change.after``/``before``); a change
-    log reloaded after a restart has neither and its changes fall back to ResourceEvent.
-    One change gives one message, the most telling first: a task's new state, a health
-    change (severity follows the new health), a block's composition state, a block's state.
+    Mostly needs the documents before and after the change (``Change.after``/``before``);
+    a change log reloaded after a restart has neither and those changes fall back to
+    ResourceEvent. One change gives one message, the most telling first: a task's new
+    state, a health change (severity follows the new health), a fabric zone, connection
+    or endpoint created, removed or changed (Fabric registry, from the URI alone), a
+    resource zone's blocks, a block's composition state, a block's state.
     """
     after, before = change.after, change.before
     if entity == "Task":
@@ -77,11 +89,23 @@ def _specific(change: Change, entity: str) -> tuple[Registry, str, list[Any]] | 
             return tasks, "TaskResumed", [task_id]
         key = _TASK_KEYS.get(state)
         return (tasks, key, [task_id]) if key else None
+    health = _path(after, "Status", "Health")
+    if change.op == "update" and after is not None and before is not None \
+            and health in _HEALTH_KEYS and health != _path(before, "Status", "Health"):
+        return RESOURCE_EVENT, _HEALTH_KEYS[health], [change.uri, health]
+    fabric_member = _FABRIC_MEMBER.fullmatch(change.uri)
+    if fabric_member is not None and entity in _FABRIC_KEYS.values():
+        # From the URI and the operation alone, so a change log reloaded after a restart
+        # announces it the same way.
+        fabric, collection, member = fabric_member.groups()
+        return FABRIC, _FABRIC_KEYS[collection] + _FABRIC_OPS[change.op], [member, fabric]
     if change.op != "update" or after is None or before is None:
         return None
-    health = _path(after, "Status", "Health")
-    if health in _HEALTH_KEYS and health != _path(before, "Status", "Health"):
-        return RESOURCE_EVENT, _HEALTH_KEYS[health], [change.uri, health]
+    if entity == "Zone" and change.uri.startswith(RESOURCE_ZONES) \
+            and _path(after, "Links", "ResourceBlocks") \
+            != _path(before, "Links", "ResourceBlocks"):
+        zone_id = _path(after, "Id") or change.uri.rsplit("/", 1)[-1]
+        return COMPOSITION, "ResourceZoneMembershipChanged", [zone_id]
     if entity == "ResourceBlock":
         state = _path(after, "CompositionStatus", "CompositionState")
         if state != _path(before, "CompositionStatus", "CompositionState"):

@@ -21,6 +21,7 @@ from ..protocol.messages import REGISTRIES, message
 from ..resources.context import Ctx
 from ..resources.kind import ActionResult, Created, Kind
 from ..resources.registries import ensure_schema_files
+from ..security import privileges
 from ..store import Store
 from .messages import RESOURCE_EVENT
 from .records import EVENT_REGISTRIES, Origin, entity_of_type, split_message_id
@@ -48,10 +49,20 @@ HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
 RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "transfer-encoding",
                               "connection", "te", "trailer", "upgrade", "expect"})
 MAX_DESTINATION = 2048
+# HeartbeatIntervalMinutes of a subscription that asks for heartbeats without saying how
+# often (the schema's range is 1..65535 and it names no default).
+DEFAULT_HEARTBEAT_MINUTES = 10
 
 
 def hub(ctx: Ctx) -> EventHub:
     return ctx.app[services.EVENTS]
+
+
+def owner_of(ctx: Ctx) -> dict[str, str]:
+    """The private mark of the account making a subscription: with it, that account may
+    change, suspend and delete the subscription with ConfigureSelf alone."""
+    p = ctx.principal
+    return privileges.owner_mark(p.account_uri, p.username) if p is not None else {}
 
 
 def event_service_doc(resource_types: list[str]) -> dict[str, Any]:
@@ -118,6 +129,8 @@ def announced_types(store: Store) -> list[str]:
     names = {entity_of_type(t) for t in store.odata_types()}
     # types that come and go (none may exist at start)
     names |= {"Task", "CompositionReservation", "ComputerSystem", "EventService"}
+    if "ConnectionCollection" in names:  # a fabric whose connections follow the composition
+        names.add("Connection")
     names -= SILENT_ENTITIES
     return sorted(n for n in names if n and not n.endswith("Collection")
                   and n not in ("Message", "Resource"))
@@ -246,7 +259,7 @@ CREATE_PROPERTIES = {
     "MessageIds", "ExcludeMessageIds", "ResourceTypes", "OriginResources",
     "SubordinateResources", "Severities", "HttpHeaders", "DeliveryRetryPolicy",
     "VerifyCertificate", "EventFormatType", "SubscriptionType", "Name", "Description",
-    "SendHeartbeat", "EventTypes",
+    "SendHeartbeat", "HeartbeatIntervalMinutes", "EventTypes",
 }
 
 
@@ -268,12 +281,11 @@ def check_subscription(ctx: Ctx, body: Any) -> list[dict]:
                       ("EventFormatType", Str(enum=["Event"])),
                       ("DeliveryRetryPolicy", Str(enum=RETRY_POLICIES)),
                       ("VerifyCertificate", Bool()), ("SubordinateResources", Bool()),
-                      ("SendHeartbeat", Bool())):
+                      ("SendHeartbeat", Bool(nullable=True)),
+                      ("HeartbeatIntervalMinutes", Int(minimum=1, maximum=65535,
+                                                       nullable=True))):
         if key in body:
             errors += spec.check(key, body[key], None)[1]
-    if body.get("SendHeartbeat") is True:
-        errors.append(_err("PropertyValueIncorrect", "SendHeartbeat", "true",
-                           prop="SendHeartbeat"))
     errors += _check_list(body, "RegistryPrefixes", list(EVENT_REGISTRIES))
     errors += _check_list(body, "ExcludeRegistryPrefixes", list(EVENT_REGISTRIES))
     errors += _check_list(body, "MessageIds", check=_known_message_id)
@@ -318,7 +330,9 @@ def subscription_doc(sub_id: str, body: dict[str, Any]) -> dict[str, Any]:
         "HttpHeaders": [],
         "DeliveryRetryPolicy": body.get("DeliveryRetryPolicy", "SuspendRetries"),
         "VerifyCertificate": body.get("VerifyCertificate", True),
-        "SendHeartbeat": False,
+        "SendHeartbeat": body.get("SendHeartbeat") is True,
+        "HeartbeatIntervalMinutes": body.get("HeartbeatIntervalMinutes")
+        or DEFAULT_HEARTBEAT_MINUTES,
         "Status": {"State": "Enabled", "Health": "OK"},
         "Actions": _destination_actions(uri),
     }
@@ -432,8 +446,7 @@ class EventDestinationCollectionKind(Kind):
                        if u.rsplit("/", 1)[1].isdigit()]
             sub_id = str(max(numbers, default=0) + 1)
             doc = subscription_doc(sub_id, body)
-            owner = ctx.principal.account_uri if ctx.principal else None
-            tx.create(doc["@odata.id"], doc, {"http_headers": headers, "owner": owner})
+            tx.create(doc["@odata.id"], doc, {"http_headers": headers, **owner_of(ctx)})
         return Created(doc["@odata.id"])
 
 

@@ -25,7 +25,7 @@ from ..protocol.messages import message
 from ..protocol.middleware import COMMON_HEADERS
 from .hub import EventHub, Listener
 from .records import EVENT_TYPE, Origin, Record, from_change, iso_time
-from .resources import EVENT_SERVICE, SSE_URI
+from .resources import EVENT_SERVICE, SSE_URI, owner_of
 
 FRAME_CACHE = 2048  # records whose JSON the streams share (a burst's worth)
 
@@ -117,8 +117,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 if record is not None and predicate(record[0]):
                     backlog.append(record)
     try:
-        dest_uri = await hub.open_sse_destination(
-            listener, ctx.principal.account_uri if ctx.principal else None)
+        dest_uri = await hub.open_sse_destination(listener, owner_of(ctx))
         dest = ctx.store.doc(dest_uri) or {}
         context_value = dest.get("Context", "")
         response = web.StreamResponse(status=200, headers={

@@ -54,6 +54,10 @@ def _is_self(ctx: Ctx, uri: str, doc: dict[str, Any]) -> bool:
     if entity_of(doc) == "Session":
         entry = ctx.store.get(uri)
         return bool(entry and entry.private and entry.private.get("account") == p.account_uri)
+    if entity_of(doc) == "EventDestination":  # a subscription its account made
+        entry = ctx.store.get(uri)
+        return entry is not None and privileges.is_owner(entry.private, p.account_uri,
+                                                         p.username)
     return False
 
 

@@ -3,7 +3,8 @@ registry 1.8.0) enforced on every request, and rendered as the service's Privile
 
 A requirement is a list of alternatives, each a list of privileges that must all be held:
 ``[["ConfigureManager"], ["ConfigureSelf"]]`` means either privilege suffices.
-``ConfigureSelf`` counts only when the target is the caller's own account or session.
+``ConfigureSelf`` counts only when the target is the caller's own account, session or
+event subscription (see :func:`owner_mark`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,18 @@ PROPERTY_OVERRIDES: dict[str, tuple[frozenset[str], Requirement]] = {
 # Everything else (composition, fabrics, devices, mockup resources): the registry's
 # default for components.
 DEFAULT_MAP = _map(_LOGIN, _COMPONENTS)
+
+
+def owner_mark(account_uri: str, username: str) -> dict[str, str]:
+    """What a resource's private part records of the account that made it (an event
+    subscription). The user name is kept too: account Ids are reused after a deletion,
+    and a new account in an old Id must not own what the old one made."""
+    return {"owner": account_uri, "owner_name": username}
+
+
+def is_owner(private: dict | None, account_uri: str, username: str) -> bool:
+    return bool(private) and private.get("owner") == account_uri \
+        and private.get("owner_name") == username
 
 
 def requirement(entity: str, method: str, patched: Iterable[str] | None = None) -> Requirement:
