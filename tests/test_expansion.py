@@ -349,3 +349,16 @@ async def test_recovery_undoes_bindings_no_document_records(aiohttp_client, sett
     assert driver.bindings == {}
     doc = await (await client.get(f"{BLOCKS}/gpu1-4", headers=ADMIN)).json()
     assert doc["CompositionStatus"]["CompositionState"] == "Unused"
+
+
+async def test_compositions_work_with_info_logging(rf, caplog):
+    """INFO is the service's default level: the composer's log line must not break the
+    operation it reports (it once used a LogRecord attribute name as an extra key)."""
+    caplog.set_level("INFO", logger="redfish_service")
+    resp = await rf.post(ADD.format("host1"), json=block("gpu1-2"), headers=ADMIN)
+    assert resp.status == 204, await resp.text()
+    resp = await rf.post("/redfish/v1/Systems", headers=ADMIN, json={
+        "Name": "logged", "Links": {"ResourceBlocks": [{"@odata.id": f"{BLOCKS}/sled1"}]}})
+    assert resp.status == 201, await resp.text()
+    changed = [r for r in caplog.records if r.getMessage() == "composition changed"]
+    assert len(changed) == 2 and changed[1].systems_created == [resp.headers["Location"]]

@@ -167,8 +167,8 @@ class Composer:
                 if on_commit is not None:
                     on_commit(tx)
         log.info("composition changed", extra={
-            "steps": len(batch.steps), "created": list(batch.created),
-            "deleted": batch.deleted})
+            "steps": len(batch.steps), "systems_created": list(batch.created),
+            "systems_deleted": batch.deleted})
         return result
 
     async def _switch(self, actor: str | None, batch: Batch) -> None:
