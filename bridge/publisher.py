@@ -1,0 +1,135 @@
+"""Keeps the published ResourceSlices equal to what `slices` computes from the state."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .kube import MERGE_PATCH, Kube, KubeError
+from .observe import Metrics
+from .slices import build_slices, fingerprint, group_blocks, nodes_for, pool_content, pool_name
+from .state import RESOURCE, BridgeState
+
+log = logging.getLogger("bridge.publisher")
+SLICES = f"{RESOURCE}/resourceslices"
+
+
+def _ours(state: BridgeState, s: dict[str, Any]) -> bool:
+    return (s.get("spec") or {}).get("driver") == state.ident.driver and not (
+        s.get("spec") or {}).get("nodeName")
+
+
+class Publisher:
+    def __init__(self, state: BridgeState, kube: Kube, metrics: Metrics) -> None:
+        self.state = state
+        self.kube = kube
+        self.metrics = metrics
+
+    def desired(self) -> tuple[dict[str, list[dict[str, Any]]], dict[str, set[str]]]:
+        """Pool name -> the slices it should have; node -> the pool labels it should have."""
+        state, ident = self.state, self.state.ident
+        assert state.pool is not None
+        node_zones = state.node_zones()
+        quarantined = state.quarantined()
+        existing = self._existing()
+        out: dict[str, list[dict[str, Any]]] = {}
+        labels: dict[str, set[str]] = {n: set() for n in node_zones}
+        groups = group_blocks(ident, state.pool, state.held_blocks(), quarantined)
+        for zones, blocks in sorted(groups.items()):
+            nodes = nodes_for(zones, node_zones)
+            name = pool_name(zones)
+            for node in nodes:
+                labels[node].add(ident.pool_label(name))
+            if not nodes or not blocks:
+                continue  # nothing to offer, or no node can reach it
+            content = pool_content(ident, name, blocks)
+            quarantine = {d: state.quarantine[d] for d in quarantined
+                          if (b := state.block_for(d)) is not None
+                          and tuple(sorted(b.zones)) == zones}
+            out[name] = build_slices(ident, name, content,
+                                     self._generation(existing.get(name, []), content),
+                                     quarantine)
+        return out, labels
+
+    def _existing(self) -> dict[str, list[dict[str, Any]]]:
+        by_pool: dict[str, list[dict[str, Any]]] = {}
+        for s in self.state.slices.values():
+            if _ours(self.state, s):
+                by_pool.setdefault(s["spec"]["pool"]["name"], []).append(s)
+        return by_pool
+
+    def _generation(self, old: list[dict[str, Any]], content: dict[str, Any]) -> int:
+        key = f"{self.state.ident.driver}/content"
+        gens = [int(s["spec"]["pool"].get("generation") or 0) for s in old]
+        top = max(gens, default=0)
+        same = old and all(
+            ((s.get("metadata") or {}).get("annotations") or {}).get(key)
+            == fingerprint(content) for s in old)
+        return top if same and top > 0 else top + 1
+
+    async def sync(self) -> None:
+        if self.state.pool is None:
+            return
+        desired, labels = self.desired()
+        await self._label_nodes(labels)
+        existing = {s["metadata"]["name"]: s for s in self.state.slices.values()
+                    if _ours(self.state, s)}
+        wanted: set[str] = set()
+        total = 0
+        for slices in desired.values():
+            for s in slices:
+                name = s["metadata"]["name"]
+                wanted.add(name)
+                total += len(s["spec"]["devices"])
+                await self._put(s, existing.get(name))
+        for name in sorted(set(existing) - wanted):
+            try:
+                await self.kube.request("DELETE", f"{SLICES}/{name}")
+            except KubeError as e:
+                if e.status != 404:
+                    raise
+        self.metrics.slice_devices.set(total)
+
+    async def _label_nodes(self, wanted: dict[str, set[str]]) -> None:
+        """Keep each node's pool labels (``pool.<driver>/<pool>: "true"``) equal to the
+        pools it can reach; labels of other owners are left alone."""
+        prefix = self.state.ident.pool_label_prefix
+        for node in self.state.nodes.values():
+            name = str(node["metadata"]["name"])
+            have = {k for k, v in ((node["metadata"].get("labels") or {}).items())
+                    if k.startswith(prefix) and v == "true"}
+            want = wanted.get(name, set())
+            if have == want:
+                continue
+            patch = {k: "true" for k in want - have} | {k: None for k in have - want}
+            try:
+                await self.kube.request("PATCH", f"/api/v1/nodes/{name}",
+                                        body={"metadata": {"labels": patch}},
+                                        content_type=MERGE_PATCH)
+            except KubeError as e:
+                if e.status != 404:
+                    raise
+
+    async def _put(self, want: dict[str, Any], have: dict[str, Any] | None) -> None:
+        if have is None:
+            try:
+                await self.kube.request("POST", SLICES, body=want)
+            except KubeError as e:
+                if e.status != 409:  # created meanwhile: the watch brings it, next sync fixes
+                    raise
+            return
+        meta = have.get("metadata") or {}
+        prefix = self.state.ident.driver + "/"
+        ours = {k: v for k, v in (meta.get("annotations") or {}).items()
+                if k.startswith(prefix)}
+        if have.get("spec") == want["spec"] and ours == want["metadata"]["annotations"]:
+            return
+        body = {**want, "metadata": {**want["metadata"],
+                                     "resourceVersion": meta.get("resourceVersion")}}
+        try:
+            await self.kube.request("PUT", f"{SLICES}/{want['metadata']['name']}", body=body)
+        except KubeError as e:
+            if e.status not in (404, 409):
+                raise
+            log.debug("slice %s changed underneath (%s); next sync", want["metadata"]["name"],
+                      e.status)
