@@ -18,6 +18,7 @@ from .support.bridge import (
     BridgeProcess,
     allocated,
     block_doc,
+    bridge_rules,
     composed_devices,
     device_statuses,
     gpu_class,
@@ -35,7 +36,8 @@ ATTACHED, FAILED = f"{DRIVER}/attached", f"{DRIVER}/attach-failed"
 
 @pytest.fixture
 async def api():
-    fake = FakeKubeAPI(bookmark_interval_s=0.5)
+    # The bridge's token has exactly the permissions deploy/ grants it.
+    fake = FakeKubeAPI(bookmark_interval_s=0.5, tokens={"bridge-token": bridge_rules()})
     await fake.start()
     yield fake
     await fake.stop()

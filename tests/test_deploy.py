@@ -344,7 +344,7 @@ EXPECTED_CLUSTER_RULES = {
     ("resource.k8s.io", "resourceclaims/driver", ("composable.redfish-composer.io",)):
         {"arbitrary-node:patch", "arbitrary-node:update"},
     ("resource.k8s.io", "deviceclasses", ()): {"get", "list", "watch"},
-    ("", "nodes", ()): {"get", "list", "watch"},
+    ("", "nodes", ()): {"get", "list", "watch", "patch"},
     ("", "pods", ()): {"get", "list", "watch"},
     ("", "events", ()): {"create", "patch"},
     ("events.k8s.io", "events", ()): {"create", "patch"},

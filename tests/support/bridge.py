@@ -29,6 +29,16 @@ DRIVER = "composable.redfish-composer.io"
 RESOURCE = "resource.k8s.io/v1"
 
 
+def bridge_rules() -> list[dict[str, Any]]:
+    """The RBAC rules deploy/ grants the bridge (ClusterRole and the Lease Role)."""
+    rules = []
+    for name in ("clusterrole.yaml", "role.yaml"):
+        for doc in yaml.safe_load_all((ROOT / "deploy" / "base" / name).read_text()):
+            if isinstance(doc, dict) and doc.get("kind") in ("ClusterRole", "Role"):
+                rules += doc["rules"]
+    return rules
+
+
 def write_rack(path: Path, *, bind_latency_s: float = 0.0, gpus_per_switch: int = 8,
                faults: list[dict[str, Any]] | None = None, seed: int = 0) -> Path:
     rack = default_rack()
