@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
+from kubernetes.aio import config as kconfig
 
 from redfish_service import logs
 from redfish_service.config import ConfigError
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_level)
 
-    async def run() -> None:
+    async def run() -> int:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
@@ -91,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
             await serve(settings)
         except asyncio.CancelledError:
             log.info("bridge stopped")
+        except (OSError, ConfigError, kconfig.ConfigException) as e:
+            log.error("bridge cannot start: %s", e)
+            return 1
+        return 0
 
-    asyncio.run(run())
-    return 0
+    return asyncio.run(run())
 
 
 if __name__ == "__main__":

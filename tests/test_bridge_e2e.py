@@ -248,3 +248,62 @@ async def test_fifty_claims_across_four_nodes(api, procs, tmp_path):
     await until(lambda: gpu_devices(api) == all_gpus - {f"rb-{b}" for b in failed}, 30,
                 "every GPU but the failed ones offered again")
     assert (await asyncio.to_thread(bridge.metrics))["redfish_dra_detaches_total"] == attached
+
+
+async def test_slow_attach_times_out_fails_and_the_late_device_is_reclaimed(api, procs, tmp_path):
+    """An attach slower than the bridge's deadline is reported failed before the
+    scheduler's timeout; the Redfish operation still finishes later, and the releaser takes
+    back the device nobody wants."""
+    svc, _, [bridge] = await start(api, procs, tmp_path, rack_args={"bind_latency_s": 3},
+                                   settings={"attach_timeout_s": 1.5}, log_level="info")
+    await until(lambda: len(gpu_devices(api)) == 16, 30, "16 GPUs published")
+    make_pod(api, "p1", gpu_class())
+    sched = SchedulerSimulator(api, poll_s=0.05, binding_timeout_s=30, max_attempts=1)
+    result = await asyncio.wait_for(sched.schedule("default", "p1"), 60)
+    assert result.node is None and "AttachTimeout" in result.failures[0], result
+    await until(lambda: bridge.metrics()["redfish_dra_detaches_total"] == 1, 20,
+                "the late device detached")
+    assert not any(composed_devices(svc).values())
+    assert (await asyncio.to_thread(bridge.metrics))[
+        'redfish_dra_attach_failures_total{reason="AttachTimeout"}'] == 1
+
+
+async def test_allocation_gone_mid_attach_leaves_nothing_attached(api, procs, tmp_path):
+    svc, _, [bridge] = await start(api, procs, tmp_path, rack_args={"bind_latency_s": 1.5})
+    await until(lambda: len(gpu_devices(api)) == 16, 30, "16 GPUs published")
+    make_pod(api, "p1", gpu_class())
+    sched = SchedulerSimulator(api, poll_s=0.05, binding_timeout_s=30, max_attempts=1)
+    scheduling = asyncio.create_task(sched.schedule("default", "p1"))
+
+    def composing():
+        got = allocated(claim_of(api, "p1"))
+        return got and block_doc(svc, block_of(got[0][1]))["CompositionStatus"][
+            "CompositionState"] == "Composing"
+
+    await until(composing, 30, "the attach in flight")
+    api.delete("pods", "p1", "default")  # the pod goes away while the device is attaching
+    await ClaimController(api).reconcile_once()
+    assert (await asyncio.wait_for(scheduling, 30)).node is None
+    await until(lambda: bridge.metrics()["redfish_dra_detaches_total"] == 1, 20,
+                "the device detached")
+    assert not any(composed_devices(svc).values())
+
+
+async def test_conflicts_and_expired_watches_are_survived(api, procs, tmp_path):
+    svc, _, [bridge] = await start(api, procs, tmp_path)
+    await until(lambda: len(gpu_devices(api)) == 16, 30, "16 GPUs published")
+    # Three status writes in a row answer 409: each is retried from a fresh read.
+    api.fail_next("PATCH", r"/resourceclaims/[^/]+/status$", 409, count=3)
+    make_pod(api, "p1", gpu_class())
+    sched = SchedulerSimulator(api, poll_s=0.05, binding_timeout_s=30)
+    result = await asyncio.wait_for(sched.schedule("default", "p1"), 60)
+    assert result.attempts == 1
+    assert (await asyncio.to_thread(bridge.metrics))["redfish_dra_status_conflicts_total"] == 3
+    # The event history is compacted and every watch dropped: the bridge lists again.
+    api.compact()
+    api.drop_watches(abrupt=True)
+    make_pod(api, "p2", gpu_class())
+    result = await asyncio.wait_for(sched.schedule("default", "p2"), 60)
+    claim = claim_of(api, "p2")
+    assert device_statuses(claim)[allocated(claim)[0][1]] == {ATTACHED: "True"}
+    assert sum(len(v) for v in composed_devices(svc).values()) == 2

@@ -4,6 +4,9 @@ and reading a real service's pool through the bridge's own Redfish client."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -227,3 +230,18 @@ async def test_read_pool_of_the_simulated_rack(service):
         await rf.operation("POST", host1.remove_target, body)
         doc = await rf.get(gpu.uri)
         assert doc["CompositionStatus"]["CompositionState"] == "Unused"
+
+
+@pytest.mark.parametrize(("args", "code", "says"), [
+    (["--driver-name", "Not_A_Domain"], 2, "driver_name must be a lower-case DNS subdomain"),
+    (["--kubeconfig", "/nonexistent/kubeconfig"], 1, "bridge cannot start"),
+])
+def test_cli_refuses_bad_setups_in_one_line(tmp_path, args, code, says):
+    secret = tmp_path / "password"
+    secret.write_text("pw")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "--redfish-password-file", str(secret),
+         "--http-port", "0", *args], capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("REDFISH_DRA_BRIDGE_")})
+    assert proc.returncode == code, proc.stderr
+    assert says in proc.stderr and "Traceback" not in proc.stderr
