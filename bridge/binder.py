@@ -68,6 +68,7 @@ class Binder:
             deadline = start + min(settings.attach_timeout_s,
                                    settings.binding_timeout_s - settings.binding_margin_s)
             await self._bind(claim, unit, deadline)
+            self._first_seen.pop(unit.attachment_id, None)
 
     async def _bind(self, claim: dict[str, Any], unit: Unit, deadline: float) -> None:
         block = self.state.block_for(unit.device)

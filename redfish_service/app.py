@@ -99,6 +99,7 @@ def create_app(
             await mockup_service.layer(store)
             # the documents are the inventory: a rack driver (the CLI's default) has no part
             fabric = driver if isinstance(driver, MockupDriver) else MockupDriver()
+            fabric.attach(store)  # what is attached to what: as the documents say
         else:
             fabric = driver or drivers.load("simulated")
             found = await fabric.discover()

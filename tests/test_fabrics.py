@@ -72,3 +72,60 @@ async def test_a_composed_system_gets_its_sleds_zones(rf):
     assert await zone_members(rf, "CXL", "sled2") == ["sled2", "cxlmem2"]
     assert (await rf.delete(resp.headers["Location"], headers=ADMIN)).status == 204
     assert await zone_members(rf, "CXL", "sled2") == ["sled2"]
+
+
+# --------------------------------------------------------------------------------------
+# a two-level PCIe fabric: leaf switches below a spine (mockups/pcie-64gpu)
+# --------------------------------------------------------------------------------------
+async def test_a_two_level_fabric(aiohttp_client, settings):
+    import pytest
+    from pydantic import ValidationError
+
+    from redfish_service import services
+    from redfish_service.app import create_app
+    from redfish_service.composition.invariants import violations
+    from redfish_service.drivers.simulated import RackSpec, SimulatedDriver
+    from redfish_service.mockups.generate import pcie_64gpu
+    from redfish_service.store import MemoryBackend
+
+    rack = pcie_64gpu().model_copy(update={"bind_latency_s": 0.0})
+    app = create_app(settings, backend=MemoryBackend(), driver=SimulatedDriver(rack))
+    rf = await aiohttp_client(app)
+    pcie = f"{FABRICS}/PCIe"
+    spine, leaf = f"{pcie}/Switches/pcie0", f"{pcie}/Switches/pcie2"
+    # the cable: the leaf's upstream port and the spine's downstream port name each other
+    down = await get(rf, f"{spine}/Ports/down-pcie2")
+    up = await get(rf, f"{leaf}/Ports/up-pcie0")
+    assert (down["PortType"], up["PortType"]) == ("DownstreamPort", "UpstreamPort")
+    assert down["Links"]["ConnectedSwitches"] == [{"@odata.id": leaf}]
+    assert down["Links"]["ConnectedSwitchPorts"] == [{"@odata.id": up["@odata.id"]}]
+    assert up["Links"]["ConnectedSwitches"] == [{"@odata.id": spine}]
+    assert up["Links"]["ConnectedSwitchPorts"] == [{"@odata.id": down["@odata.id"]}]
+    # hosts on the spine, GPUs on the leaves; one resource zone for the whole tree
+    names = {e["@odata.id"].rsplit("/", 1)[1]
+             for e in (await get(rf, spine))["Links"]["Endpoints"]}
+    assert names == {f"host{i}" for i in range(1, 9)}
+    zones = await get(rf, "/redfish/v1/CompositionService/ResourceZones")
+    assert [m["@odata.id"].rsplit("/", 1)[1] for m in zones["Members"]] == ["pcie0"]
+    # a host takes GPUs of two leaves; its fabric zone involves both and the spine
+    for gpu in ("gpu2-5", "gpu4-16"):
+        resp = await rf.post(ADD.format("host7"), json=block(gpu), headers=ADMIN)
+        assert resp.status == 204, await resp.text()
+    zone = await get(rf, f"{pcie}/Zones/zone-host7")
+    assert [s["@odata.id"].rsplit("/", 1)[1] for s in zone["Links"]["InvolvedSwitches"]] \
+        == ["pcie0", "pcie2", "pcie4"]
+    assert await zone_members(rf, "PCIe", "host7") == ["host7", "gpu2-5", "gpu4-16"]
+    resp = await rf.post(REMOVE.format("host7"), json=block("gpu4-16"), headers=ADMIN)
+    assert resp.status == 204
+    zone = await get(rf, f"{pcie}/Zones/zone-host7")
+    assert [s["@odata.id"].rsplit("/", 1)[1] for s in zone["Links"]["InvolvedSwitches"]] \
+        == ["pcie0", "pcie2"]
+    store = app[services.STORE]
+    assert violations(store.doc, store.members) == []
+    # the rack file must hold together: two levels, one protocol, a switch that exists
+    spec = pcie_64gpu().model_dump()
+    for upstream, problem in (("pcie9", "no other switch"), ("pcie1", "two levels at most")):
+        bad = {**spec, "switches": [*spec["switches"][:2],
+                                    {**spec["switches"][2], "upstream": upstream}]}
+        with pytest.raises(ValidationError, match=problem):
+            RackSpec.model_validate(bad)

@@ -420,7 +420,7 @@ def test_serve_refuses_a_folder_that_is_not_a_mockup(tmp_path, capsys):
 
 async def test_decomposing_a_system_of_a_served_mockup(aiohttp_client, tmp_path):
     """public-composability has no FreePool/ActivePool: DELETE of a composed system frees its
-    blocks without inventing pools. (Composing anew against it is not supported yet.)"""
+    blocks without inventing pools (composing against it: test_mockups_composition.py)."""
     settings = Settings(state_dir=tmp_path, admin_password=ADMIN_PASSWORD,
                         mockup=mockup("public-composability"))
     client = await aiohttp_client(create_app(settings, backend=MemoryBackend()))

@@ -78,9 +78,16 @@ async def test_our_mockup_loads_and_serves(aiohttp_client, tmp_path, name):
         assert gpu["Links"]["ComputerSystems"] == [{"@odata.id": "/redfish/v1/Systems/host1"}]
 
 
+# what each mockup must show the validator at least: (PASS checks, URIs, a fabric URI)
+VALIDATED = {"default-rack": (3000, 300, "/redfish/v1/Fabrics/CXL"),
+             "cxl-pool": (5000, 250, "/redfish/v1/Fabrics/CXL/Connections"),
+             "pcie-64gpu": (10000, 600, "/redfish/v1/Fabrics/PCIe/Switches/pcie0/Ports/down-pcie4")}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_service_validator_on_our_default_rack_mockup(tmp_path):
+@pytest.mark.parametrize("name", NAMES)
+def test_service_validator_on_our_mockups(tmp_path, name):
     from .support.tools import run_tool, tool_path
     from .test_validators import (
         require_csdl,
@@ -90,7 +97,7 @@ def test_service_validator_on_our_default_rack_mockup(tmp_path):
 
     schemas = require_csdl()
     svc = ServiceProcess(tmp_path / "state",
-                         extra_args=["--mockup", str(MOCKUPS / "default-rack")]).start()
+                         extra_args=["--mockup", str(MOCKUPS / name)]).start()
     try:
         logdir = tmp_path / "validator"
         run = run_tool([tool_path("rf_service_validator"), "--rhost", svc.url, "-u", "admin",
@@ -102,7 +109,8 @@ def test_service_validator_on_our_default_rack_mockup(tmp_path):
     counts = service_validator_counts(run.stdout)
     failures, _, validated = service_validator_findings(logdir)
     assert counts is not None, run.describe(svc.password)
-    print(f"rf_service_validator on mockups/default-rack: {counts}, {len(validated)} URIs")
+    print(f"rf_service_validator on mockups/{name}: {counts}, {len(validated)} URIs")
     assert not failures and counts["fail"] == 0, "\n  ".join(failures)
-    assert counts["pass"] > 3000 and len(validated) > 300, (counts, len(validated))
-    assert "/redfish/v1/Fabrics/CXL" in validated
+    passes, uris, fabric = VALIDATED[name]
+    assert counts["pass"] > passes and len(validated) > uris, (counts, len(validated))
+    assert fabric in validated

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..protocol.errors import RedfishError
 from . import constraints, planner
-from .planner import BlockView, Step, refuse
+from .planner import BlockView, Step, block_types, doc_id, link_ids, links_of, refuse
 
 Doc = dict[str, Any]
 # (system uri, compute block doc, block uris, name, extra properties) -> system document
@@ -68,13 +68,21 @@ class View:
             return None
         return self.batch.created.get(uri) or self._system(uri)
 
+    def _available(self, view: BlockView, system_uri: str | None = None) -> bool:
+        """Free (or shared with room left), reservations aside, and not taken by this
+        batch. A free block that still names an existing system (a mockup may say so)
+        is that system's, not free."""
+        if view.uri in self.batch.before or not view.can_join(system_uri):
+            return False
+        return view.state not in planner.FREE_STATES or not any(
+            self.system(s) is not None for s in view.systems)
+
     def _free(self, uri: str) -> bool:
         view = BlockView.of(self.blocks[uri])
-        return (view.state in planner.FREE_STATES and uri not in self.batch.before
-                and (not view.reserved or uri in self.mine))
+        return self._available(view) and (not view.reserved or uri in self.mine)
 
-    def _check_free(self, view: BlockView) -> None:
-        if view.uri in self.batch.before or view.state not in planner.FREE_STATES:
+    def _check_free(self, view: BlockView, system_uri: str | None = None) -> None:
+        if not self._available(view, system_uri):
             raise refuse(409, "ResourceBlockInUse", view.id)
         if view.reserved and view.uri not in self.mine:
             reservation = self.reserved_by.get(view.uri)
@@ -97,20 +105,18 @@ class View:
         request = constraints.parse(body, service_overprovisioning=self.overprovisioning,
                                     zone_affinity_allowed=self.zone_affinity,
                                     zone_ids=zone_ids)
-        named = [b["@odata.id"].rstrip("/") for b in
-                 (body.get("Links") or {}).get("ResourceBlocks") or []
-                 if isinstance(b, dict) and isinstance(b.get("@odata.id"), str)]
-        named = list(dict.fromkeys(named))
+        named = list(dict.fromkeys(link_ids(links_of(body).get("ResourceBlocks"))))
         if not request.constrained:
             compute, devices = self._specific(named)
             chosen = [compute.uri, *(d.uri for d in devices)]
         else:
             chosen = self._constrained(request, named)
             compute = next(BlockView.of(self.blocks[u]) for u in chosen
-                           if "Compute" in self.blocks[u].get("ResourceBlockType", ()))
+                           if "Compute" in block_types(self.blocks[u]))
             devices = [BlockView.of(self.blocks[u]) for u in chosen if u != compute.uri]
         compute_doc = self.blocks[compute.uri]
-        name = body.get("Name") or f"Composed system {system_uri.rsplit('/', 1)[1]}"
+        name = body.get("Name") if isinstance(body.get("Name"), str) and body["Name"] \
+            else f"Composed system {system_uri.rsplit('/', 1)[1]}"
         doc = build(system_uri, compute_doc, chosen, name)
         intent = {"host": compute.id, "attach": True, "system": system_uri}
         self._take(compute.uri, planner.composed(compute_doc, system_uri), intent)
@@ -124,16 +130,17 @@ class View:
         """A device block (or an Expansion block and the devices it holds) joins or
         leaves a system: the block states and the driver steps."""
         doc = self.blocks[uri]
-        after = planner.composed(doc, system_uri) if attach else planner.released(doc)
+        after = planner.composed(doc, system_uri) if attach \
+            else planner.released(doc, system_uri)
         self._take(uri, after, intent)
-        inside = planner.suppliers(doc)
+        inside = [s for s in planner.suppliers(doc) if s in self.blocks]
         if not inside:
-            self.batch.steps.append(Step(attach, uri, doc["Id"], system_uri, host_id))
+            self.batch.steps.append(Step(attach, uri, doc_id(doc), system_uri, host_id))
         for supplier in inside:
             sdoc = self.blocks[supplier]
             self._take(supplier, planner.supplying(sdoc, uri, system_uri if attach else None),
                        intent)
-            self.batch.steps.append(Step(attach, supplier, sdoc["Id"], system_uri, host_id))
+            self.batch.steps.append(Step(attach, supplier, doc_id(sdoc), system_uri, host_id))
 
     def _specific(self, named: list[str]) -> tuple[BlockView, list[BlockView]]:
         compute, devices = planner.plan_compose(named, self.blocks, check_state=False)
@@ -150,8 +157,7 @@ class View:
             if not view.types <= planner.EXPANSION_TYPES | {"Compute"}:
                 raise refuse(400, "ResourceBlockInvalid", view.id)
             self._check_free(view)
-        named_computes = [u for u in named
-                          if "Compute" in self.blocks[u].get("ResourceBlockType", ())]
+        named_computes = [u for u in named if "Compute" in block_types(self.blocks[u])]
         if len(named_computes) > 1:
             raise refuse(400, "ResourceBlockInvalid", named_computes[1].rsplit("/", 1)[1])
         zones = [(z, m) for z, m in self.zones
@@ -164,13 +170,11 @@ class View:
             short: constraints.Need | None = None
             for _, members in zones:
                 computes = [] if named_computes else [
-                    u for u in members if free(u)
-                    and "Compute" in self.blocks[u].get("ResourceBlockType", ())]
+                    u for u in members if free(u) and "Compute" in block_types(self.blocks[u])]
                 if not named_computes and not computes:
                     continue
                 devices = [u for u in members if free(u) and u not in named
-                           and set(self.blocks[u].get("ResourceBlockType", ()))
-                           <= planner.EXPANSION_TYPES]
+                           and block_types(self.blocks[u]) <= planner.EXPANSION_TYPES]
                 got = constraints.choose(request, named, computes, devices, self.contents)
                 if isinstance(got, list):
                     return got
@@ -183,8 +187,7 @@ class View:
         if isinstance(got, list):
             return got
         # Would it have worked with other clients' reservations? Then say so.
-        with_reserved = attempt(lambda u: u not in self.batch.before and BlockView.of(
-            self.blocks[u]).state in planner.FREE_STATES)
+        with_reserved = attempt(lambda u: self._available(BlockView.of(self.blocks[u])))
         if isinstance(with_reserved, list):
             holder = next((self.reserved_by[u] for u in with_reserved
                            if u in self.reserved_by and u not in self.mine), "")
@@ -203,17 +206,20 @@ class View:
     def decompose(self, system_uri: str) -> None:
         system = self._existing(system_uri)
         if system.get("SystemType") != "Composed":
-            raise refuse(400, "ResourceBlockInvalid", system.get("Id", ""))
+            raise refuse(400, "ResourceBlockInvalid", doc_id(system))
         host = planner.host_block(system, self.blocks)
-        linked = [b["@odata.id"] for b in system.get("Links", {}).get("ResourceBlocks", [])]
-        linked = [u for u in linked if u in self.blocks]
+        # the blocks that exist and say they are in the system (a mockup's system may
+        # name blocks that are absent, or that do not name it back)
+        linked = [u for u in dict.fromkeys(link_ids(links_of(system).get("ResourceBlocks")))
+                  if u in self.blocks and (u == host.uri or system_uri in BlockView.of(
+                      self.blocks[u]).systems)]
         for uri in linked:  # all checked before any is taken: a refusal leaves no trace
             if BlockView.of(self.blocks[uri]).state == "Composing" or uri in self.batch.before:
-                raise refuse(409, "ResourceBlockInUse", self.blocks[uri]["Id"])
+                raise refuse(409, "ResourceBlockInUse", doc_id(self.blocks[uri]))
         intent = {"host": host.id, "attach": False, "system": system_uri}
         for uri in linked:
             if uri == host.uri:
-                self._take(uri, planner.released(self.blocks[uri]), intent)
+                self._take(uri, planner.released(self.blocks[uri], system_uri), intent)
             else:
                 self._join(uri, system_uri, host.id, False, intent)
         self.batch.deleted.append(system_uri)
@@ -230,7 +236,7 @@ class View:
         step = plan(system, block_uri, self.blocks, check_state=False)
         doc = self.blocks[step.block_uri]
         if attach:
-            self._check_free(BlockView.of(doc))
+            self._check_free(BlockView.of(doc), system_uri)
         elif step.block_uri in self.batch.before:
             raise refuse(409, "ResourceBlockInUse", step.device_id)
         intent = {"host": step.host_id, "attach": attach, "system": system_uri}
@@ -249,7 +255,7 @@ class View:
                 isinstance(b, dict) and isinstance(b.get("@odata.id"), str) for b in named):
             raise RedfishError.of(400, "PropertyMissing", "Links/SupplyingResourceBlocks",
                                   related=["/Links/SupplyingResourceBlocks"])
-        uris = list(dict.fromkeys(b["@odata.id"].rstrip("/") for b in named))
+        uris = list(dict.fromkeys(link_ids(named)))
         views = []
         for uri in uris:
             doc = self.blocks.get(uri)
@@ -280,7 +286,7 @@ class View:
     def dissolve(self, block_uri: str) -> None:
         """A free Expansion block goes; the device blocks it held are free again."""
         doc = self.blocks.get(block_uri)
-        if doc is None or "Expansion" not in doc.get("ResourceBlockType", ()):
+        if doc is None or "Expansion" not in block_types(doc):
             raise refuse(400, "ResourceBlockInvalid", block_uri.rsplit("/", 1)[-1])
         view = BlockView.of(doc)
         if view.state != "Unused" or block_uri in self.batch.before:

@@ -38,6 +38,9 @@ COLLECTIONS = {
     "EthernetInterfaces": ("NetworkInterfaces", "NetworkInterface"),
     "Storage": ("Drives", "Drive"),  # Storage members are satisfied by drives
 }
+# where else a block may hold such resources: DMTF's mockups give network blocks
+# EthernetInterfaces, ours give NetworkInterfaces
+ALSO_HELD_IN = {"NetworkInterfaces": ("EthernetInterfaces",)}
 COUNT = "@Redfish.RequestedCount"
 OVER = "@Redfish.AllowOverprovisioning"
 AFFINITY = "@Redfish.ZoneAffinity"
@@ -161,7 +164,8 @@ def parse(body: dict[str, Any], *, service_overprovisioning: bool,
 
 def provided(need: Need, contents: Contents) -> int:
     """How many of the resources a block holds satisfy ``need``."""
-    return sum(1 for r in contents.get(need.holder, ()) if need.matches(r))
+    return sum(1 for holder in (need.holder, *ALSO_HELD_IN.get(need.holder, ()))
+               for r in contents.get(holder, ()) if need.matches(r))
 
 
 def choose(request: Request, fixed: list[str], compute_candidates: list[str],

@@ -19,11 +19,16 @@ def _ids(links: list[dict[str, Any]] | None) -> set[str]:
     return {link["@odata.id"] for link in links or ()}
 
 
-def violations(doc: Docs, members: Callable[[str], list[str]]) -> list[str]:
-    """Every broken invariant, as a sentence; empty when all hold."""
+def violations(doc: Docs, members: Callable[[str], list[str]], *,
+               fabric: bool = True) -> list[str]:
+    """Every broken invariant, as a sentence; empty when all hold. ``fabric=False``
+    leaves out the fabric and host-view ones (a served mockup's fabric and systems are
+    its documents, not derived from the composition); the pools are checked where
+    they exist (a mockup may have none)."""
     out: list[str] = []
     blocks = {u: doc(u) or {} for u in members(BLOCKS)}
     free, active = set(members(FREE_POOL)), set(members(ACTIVE_POOL))
+    pools = doc(FREE_POOL) is not None or doc(ACTIVE_POOL) is not None
     for uri, block in blocks.items():
         status = block.get("CompositionStatus", {})
         state = status.get("CompositionState")
@@ -61,10 +66,10 @@ def violations(doc: Docs, members: Callable[[str], list[str]]) -> list[str]:
             if uri not in named and not consumers & named:
                 out.append(f"{uri} names {system}, which does not name it back")
         in_free = state == "Unused" and not status.get("Reserved")
-        if (uri in free) != in_free:
+        if pools and (uri in free) != in_free:
             out.append(f"{uri} ({state}) {'missing from' if in_free else 'wrongly in'} FreePool")
         in_active = state in ("Composed", "ComposedAndAvailable")
-        if (uri in active) != in_active:
+        if pools and (uri in active) != in_active:
             out.append(f"{uri} ({state}) {'missing from' if in_active else 'wrongly in'} "
                        "ActivePool")
         for zone in _ids(block.get("Links", {}).get("Zones")):
@@ -85,7 +90,8 @@ def violations(doc: Docs, members: Callable[[str], list[str]]) -> list[str]:
                           else block.get("Links", {}).get("ComputerSystems"))
             if system_uri not in linked:
                 out.append(f"{system_uri} names {uri}, which does not name it back")
-    out += _fabric_violations(doc, members, blocks)
+    if fabric:
+        out += _fabric_violations(doc, members, blocks)
     return out
 
 
@@ -138,10 +144,17 @@ def _port_violations(doc: Docs, members, fabric: str, endpoints: set[str]) -> li
     ports_of: dict[str, set[str]] = {}
     for switch in members(f"{fabric}/Switches"):
         for port in members(f"{switch}/Ports"):
-            for ep in _ids((doc(port) or {}).get("Links", {}).get("AssociatedEndpoints")):
+            links = (doc(port) or {}).get("Links", {})
+            for ep in _ids(links.get("AssociatedEndpoints")):
                 ports_of.setdefault(ep, set()).add(port)
                 if ep not in endpoints:
                     out.append(f"{port} names {ep}, which is not an endpoint of {fabric}")
+            # a switch-to-switch cable (two-level fabrics): both ends name each other
+            for peer in _ids(links.get("ConnectedSwitchPorts")):
+                back = (doc(peer) or {}).get("Links", {})
+                if _ids(back.get("ConnectedSwitchPorts")) != {port} \
+                        or _ids(back.get("ConnectedSwitches")) != {switch}:
+                    out.append(f"{port} is cabled to {peer}, which does not name it back")
     for ep in endpoints:
         named = _ids((doc(ep) or {}).get("Links", {}).get("ConnectedPorts"))
         if named != ports_of.get(ep, set()):

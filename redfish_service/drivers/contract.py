@@ -31,13 +31,18 @@ class Host:
 
 @dataclass(frozen=True)
 class Switch:
-    """A PCIe or CXL switch and the hosts (or compute sleds) its upstream ports reach."""
+    """A PCIe or CXL switch and the hosts (or compute sleds) its upstream ports reach.
+
+    ``upstream``: in a two-level fabric, the switch (of the same protocol) one of whose
+    downstream ports this one's upstream port is cabled to. The hosts of the switch above
+    reach the devices below through it: both are one tree, one resource zone."""
 
     id: str
     protocol: str  # "PCIe" or "CXL"
     hosts: tuple[str, ...]
     manufacturer: str = ""
     model: str = ""
+    upstream: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,19 @@ class Inventory:
     switches: tuple[Switch, ...] = ()
     devices: tuple[Device, ...] = ()
     sleds: tuple[Sled, ...] = ()
+
+    def top_switches(self) -> dict[str, str]:
+        """Switch id -> the switch at the top of its tree (itself, unless it hangs below
+        another): what shares a top switch is reachable from every host of the tree."""
+        upstream = {s.id: s.upstream for s in self.switches}
+        out: dict[str, str] = {}
+        for switch in self.switches:
+            top, seen = switch.id, {switch.id}
+            while (up := upstream.get(top)) is not None and up not in seen:
+                top = up
+                seen.add(up)
+            out[switch.id] = top
+        return out
 
 
 class InventoryDriver(abc.ABC):

@@ -75,9 +75,11 @@ class HostSpec(_Spec):
 class SwitchSpec(_Spec):
     id: str
     protocol: Literal["PCIe", "CXL"]
-    hosts: list[str]
+    hosts: list[str] = []
     manufacturer: str = "Contoso Fabrics"
     model: str = "CF-144 Switch"
+    # a leaf switch of a two-level fabric: the spine switch its upstream port is cabled to
+    upstream: str | None = None
 
 
 class DeviceModel(_Spec):
@@ -156,6 +158,25 @@ class RackSpec(_Spec):
     def host_ids(self) -> set[str]:
         """Hosts and compute sleds: both have root ports devices can be bound to."""
         return {h.id for h in self.hosts} | {s.id for s in self.sleds}
+
+    @model_validator(mode="after")
+    def _switch_links_hold_together(self) -> RackSpec:
+        """Two levels at most: a leaf's upstream is a spine of its protocol, which hangs
+        below nothing."""
+        by_id = {s.id: s for s in self.switches}
+        for n, switch in enumerate(self.switches):
+            if switch.upstream is None:
+                continue
+            spine = by_id.get(switch.upstream)
+            if spine is None or spine.id == switch.id:
+                raise ValueError(f"switches.{n}.upstream: no other switch {switch.upstream}")
+            if spine.protocol != switch.protocol:
+                raise ValueError(f"switches.{n}.upstream: {spine.id} is a {spine.protocol} "
+                                 f"switch, {switch.id} a {switch.protocol} one")
+            if spine.upstream is not None:
+                raise ValueError(f"switches.{n}.upstream: {spine.id} hangs below "
+                                 f"{spine.upstream} itself (two levels at most)")
+        return self
 
     @model_validator(mode="after")
     def _faults_name_known_parts(self) -> RackSpec:
@@ -426,7 +447,7 @@ class SimulatedDriver(InventoryDriver, BindingDriver, EventSource, FaultInjector
         )
         switches = tuple(
             Switch(id=s.id, protocol=s.protocol, hosts=tuple(s.hosts),
-                   manufacturer=s.manufacturer, model=s.model)
+                   manufacturer=s.manufacturer, model=s.model, upstream=s.upstream)
             for s in rack.switches
         )
         devices = []

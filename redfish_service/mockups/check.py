@@ -14,9 +14,11 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
+from ..resources.uris import SERVICE_ROOT as ROOT
 from .loader import Mockup, Problem, link_target
 
 SCHEMA_DIR_ENV = "REDFISH_JSON_SCHEMA_DIR"
@@ -43,7 +45,8 @@ def _links(value: Any, top: bool = True) -> Iterator[tuple[str, str]]:
 
 
 def structural(mockup: Mockup) -> list[Problem]:
-    """Dangling links, ``Members@odata.count`` that disagrees, misplaced action targets."""
+    """Dangling links, ``Id`` that is not the last segment of the URI (the service root's
+    aside), ``Members@odata.count`` that disagrees, misplaced action targets."""
     out: list[Problem] = []
     docs = mockup.documents
     for uri, doc in docs.items():
@@ -55,6 +58,11 @@ def structural(mockup: Mockup) -> list[Problem]:
                 continue
             seen.add(target)
             out.append(Problem(uri, "link", f"{prop} {ref} does not exist"))
+        ident = doc.get("Id")
+        last = unquote(uri.rstrip("/").rsplit("/", 1)[-1])
+        if isinstance(ident, str) and ident != last and uri != ROOT:
+            out.append(Problem(uri, "identifier", f"Id {ident!r} is not the last segment of "
+                                                  "the URI"))
         members = doc.get("Members")
         count = doc.get("Members@odata.count")
         if isinstance(members, list) and count is not None and (
@@ -151,7 +159,9 @@ class SchemaSet:
         ref = self.schema_uri(odata_type)
         if ref is None:
             return [Problem(uri, "schema", f"no schema file for {odata_type}")]
-        validator = Draft7Validator({"$ref": ref}, registry=self._registry)
+        # formats too: a date-time without seconds or offset is as wrong as a bad enum
+        validator = Draft7Validator({"$ref": ref}, registry=self._registry,
+                                    format_checker=Draft7Validator.FORMAT_CHECKER)
         out = []
         try:
             errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))

@@ -97,14 +97,14 @@ device joins the zone of every host it reaches).
 
 
 def pcie_64gpu() -> RackSpec:
-    """64 GPUs behind four PCIe switches of 16 each; eight hosts, each switch reaching two.
-
-    The simulated driver models one switch level (a device sits behind one switch, a
-    switch reaches a list of hosts), so the "two-level" fabric is modelled as four leaf
-    switches with no spine between them (see mockups/README.md).
-    """
-    switches = [SwitchSpec(id=f"pcie{n}", protocol="PCIe",
-                           hosts=[f"host{2 * n - 1}", f"host{2 * n}"]) for n in range(1, 5)]
+    """A two-level PCIe fabric with 64 GPUs: a spine switch ``pcie0`` cabled to eight
+    hosts, four leaf switches ``pcie1``…``pcie4`` below it (their upstream ports cabled
+    to the spine's downstream ports), 16 GPUs behind each leaf. Every host reaches every
+    GPU through the spine: one resource zone."""
+    switches = [SwitchSpec(id="pcie0", protocol="PCIe", model="CF-144 Spine Switch",
+                           hosts=[f"host{i}" for i in range(1, 9)])]
+    switches += [SwitchSpec(id=f"pcie{n}", protocol="PCIe", upstream="pcie0")
+                 for n in range(1, 5)]
     devices = [DeviceGroup(switch=f"pcie{n}", prefix=f"gpu{n}-", count=16, model=GPU)
                for n in range(1, 5)]
     return RackSpec(name="pcie-64gpu", hosts=[HostSpec(id=f"host{i}") for i in range(1, 9)],
@@ -146,8 +146,11 @@ async def _cxl_pool_state(client: TestClient) -> None:
 
 
 async def _pcie_64gpu_state(client: TestClient) -> None:
-    for n in range(1, 5):  # one GPU per leaf switch to its first host
+    for n in range(1, 5):  # one GPU of each leaf to a host
         await _expand(client, f"host{2 * n - 1}", f"gpu{n}-1")
+    # and one host with GPUs of two leaves: its zone involves both leaves and the spine
+    await _expand(client, "host2", "gpu1-2")
+    await _expand(client, "host2", "gpu3-2")
 
 
 MOCKUPS: dict[str, tuple[Callable[[], RackSpec], Scenario]] = {

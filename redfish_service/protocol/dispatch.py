@@ -204,10 +204,11 @@ async def do_get(request: web.Request, ctx: Ctx, uri: str) -> web.Response:
         view = ctx.kinds.of(e.doc).render(e, ctx)
         return view if view is not None else e.doc
 
-    if q.only and isinstance(doc.get("Members"), list):
-        if len(doc["Members"]) == 1:
-            return await do_get(request.clone(rel_url=doc["Members"][0]["@odata.id"]), ctx,
-                                doc["Members"][0]["@odata.id"])
+    if q.only and isinstance(doc.get("Members"), list) and len(doc["Members"]) == 1:
+        only = doc["Members"][0]
+        target = only.get("@odata.id") if isinstance(only, dict) else None
+        if isinstance(target, str):  # (a mockup's collection may hold anything)
+            return await do_get(request.clone(rel_url=target), ctx, target)
     if q.filter is not None or q.top is not None or q.skip is not None:
         doc = query.page(doc, uri, q, resolve)
     if q.expand:

@@ -179,7 +179,8 @@ def page(
     if q.filter is not None:
         kept = []
         for ref in members:
-            target = resolve(ref.get("@odata.id", ""))
+            link = ref.get("@odata.id") if isinstance(ref, dict) else None
+            target = resolve(link) if isinstance(link, str) else None
             if target is not None and q.filter(target):
                 kept.append(ref)
         members = kept

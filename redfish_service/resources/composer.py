@@ -37,7 +37,7 @@ from .pool import ZONES, refresh_pools
 
 T = TypeVar("T")
 # the block properties that hold the resources a constrained request is matched against
-CONTAINED = ("Processors", "Memory", "Drives", "NetworkInterfaces")
+CONTAINED = ("Processors", "Memory", "Drives", "NetworkInterfaces", "EthernetInterfaces")
 
 log = logging.getLogger("redfish_service.composition")
 
@@ -109,16 +109,18 @@ class Composer:
 
     def _contents(self, uri: str) -> dict[str, list[dict[str, Any]]]:
         block, doc = self._store.doc(uri) or {}, self._store.doc
-        return {prop: [d for link in block.get(prop, ()) if (d := doc(link["@odata.id"]))]
+        return {prop: [d for link in planner.link_ids(block.get(prop)) if (d := doc(link))]
                 for prop in CONTAINED if prop in block}
 
     def view(self, *, mine: frozenset[str] = frozenset()) -> View:
         """A working copy of the composition state as committed now."""
         service = self._store.doc(uris.COMPOSITION_SERVICE) or {}
-        zones = [(z, [b["@odata.id"] for b in (self._store.doc(z) or {}).get(
-                      "Links", {}).get("ResourceBlocks", [])])
+        blocks = self._blocks_now()
+        # each zone with the blocks it lists that exist (a mockup's may list others)
+        zones = [(z, [b for b in planner.link_ids(planner.links_of(
+                      self._store.doc(z) or {}).get("ResourceBlocks")) if b in blocks])
                  for z in self._store.members(ZONES)]
-        return View(self._blocks_now(), self._store.doc, zones=zones,
+        return View(blocks, self._store.doc, zones=zones,
                     contents=self._contents, reserved_by=reservations.holders(self._store),
                     mine=mine,
                     overprovisioning=bool(service.get("AllowOverprovisioning")),
@@ -206,10 +208,11 @@ class Composer:
             zone = tx.get(zone_uri)
             if zone is None:
                 continue
-            listed = [b for b in zone["Links"]["ResourceBlocks"] if b["@odata.id"] != block_uri]
+            listed = [{"@odata.id": b} for b in planner.link_ids(
+                planner.links_of(zone).get("ResourceBlocks")) if b != block_uri]
             if add:
                 listed.append({"@odata.id": block_uri})
-            zone["Links"]["ResourceBlocks"] = listed
+            zone["Links"] = {**planner.links_of(zone), "ResourceBlocks": listed}
             tx.put(zone_uri, zone)
         for uri in batch.deleted:
             tx.delete(uri)
@@ -217,8 +220,8 @@ class Composer:
             system = tx.get(system_uri)
             if system is None:
                 continue
-            links = system.setdefault("Links", {})
-            attached = [b["@odata.id"] for b in links.get("ResourceBlocks", [])]
+            links = system["Links"] = planner.links_of(system)
+            attached = planner.link_ids(links.get("ResourceBlocks"))
             for block_uri, add in edits:
                 attached = [b for b in attached if b != block_uri]
                 if add:
@@ -228,8 +231,7 @@ class Composer:
         for uri, doc in batch.after.items():
             if uri not in batch.deleted_blocks:
                 tx.put(uri, doc, {})
-        refresh_pools(tx, [m["@odata.id"] for m in
-                           (tx.get(uris.RESOURCE_BLOCKS) or {}).get("Members", [])])
+        refresh_pools(tx, planner.link_ids((tx.get(uris.RESOURCE_BLOCKS) or {}).get("Members")))
         sync_zones(tx, self._store)
 
     # -- the operations clients ask for --------------------------------------------------
@@ -274,16 +276,17 @@ class Composer:
                 continue
             intent = entry.private["composing"]
             block = entry.doc
-            is_device = set(block.get("ResourceBlockType", ())) <= planner.DEVICE_TYPES
+            block_id = planner.doc_id(block)
+            is_device = planner.block_types(block) <= planner.DEVICE_TYPES
             try:
                 # sleds, Expansion blocks and blocks joining or leaving an Expansion
                 # block are not bound to anything by this step: only their state settles
                 if not is_device or intent.get("host") is None:
                     pass
                 elif intent["attach"]:
-                    await self._unbind(block["Id"], intent["host"])
+                    await self._unbind(block_id, intent["host"])
                 else:
-                    await self._bind(block["Id"], intent["host"])
+                    await self._bind(block_id, intent["host"])
             except DriverError as e:
                 log.error("cannot settle an interrupted composition",
                           extra={"block": uri, "error": str(e)})
@@ -292,7 +295,7 @@ class Composer:
                 if "before" in intent:
                     settled = intent["before"]
                 elif intent["attach"]:
-                    settled = planner.released(block)
+                    settled = planner.released(block, intent.get("system"))
                 else:
                     settled = planner.composed(block, intent["system"])
                 tx.put(uri, settled, {})
@@ -300,7 +303,7 @@ class Composer:
                 sync_zones(tx, self._store)
             log.warning("settled an interrupted composition", extra={"block": uri})
         recorded = self._recorded_bindings()
-        for device_id, host in recorded.items():
+        for device_id, host in sorted(recorded):
             try:
                 await self._bind(device_id, host)
             except DriverError as e:
@@ -308,25 +311,27 @@ class Composer:
                           extra={"block": device_id, "host": host, "error": str(e)})
         await self._forget_unrecorded(recorded)
 
-    def _recorded_bindings(self) -> dict[str, str]:
-        """Device id -> the host the documents say it is bound to."""
+    def _recorded_bindings(self) -> set[tuple[str, str]]:
+        """(device id, host id) of every binding the documents record (a shared device
+        is bound to the host of each of its systems)."""
         blocks = self._blocks_now()
-        out: dict[str, str] = {}
+        out: set[tuple[str, str]] = set()
         for uri, block in blocks.items():
-            if not set(block.get("ResourceBlockType", ())) <= planner.DEVICE_TYPES:
+            types = planner.block_types(block)
+            if not types or not types <= planner.DEVICE_TYPES:
                 continue  # only devices are bound
-            systems = block.get("Links", {}).get("ComputerSystems", [])
-            if not systems:
-                continue
-            system = self._store.doc(systems[0]["@odata.id"]) or {}
-            try:
-                out[block["Id"]] = planner.driver_host(system,
-                                                       planner.host_block(system, blocks))
-            except RedfishError:
-                log.error("composed block without a host", extra={"block": uri})
+            for system_uri in planner.systems_of(block):
+                system = self._store.doc(system_uri)
+                if system is None:
+                    continue  # a link to a system that is not there binds nothing
+                try:
+                    out.add((planner.doc_id(block),
+                             planner.driver_host(system, planner.host_block(system, blocks))))
+                except RedfishError:
+                    log.error("composed block without a host", extra={"block": uri})
         return out
 
-    async def _forget_unrecorded(self, recorded: dict[str, str]) -> None:
+    async def _forget_unrecorded(self, recorded: set[tuple[str, str]]) -> None:
         """Unbind what the fabric holds but no document records: the documents are the
         acknowledged truth, and such a binding was never acknowledged to anyone."""
         try:
@@ -335,7 +340,7 @@ class Composer:
             log.error("driver cannot list its bindings", extra={"error": str(e)})
             return
         for device_id, host_id in (bound or {}).items():
-            if recorded.get(device_id) == host_id:
+            if (device_id, host_id) in recorded:
                 continue
             try:
                 await self._unbind(device_id, host_id)

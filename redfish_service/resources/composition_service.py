@@ -25,6 +25,7 @@ import copy
 import uuid
 from typing import Any
 
+from ..composition import planner
 from ..composition.batch import View
 from ..composition.messages import COMPOSITION
 from ..protocol.errors import RedfishError
@@ -166,13 +167,13 @@ def _carry_out(view: View, stanza: dict[str, Any]) -> tuple[dict[str, Any], dict
         if block is None:
             raise RedfishError.of(400, "ResourceBlockNotFound", uri.rsplit("/", 1)[1],
                                   registry=COMPOSITION)
-        systems = block.get("Links", {}).get("ComputerSystems", [])
-        if systems and not block.get("Links", {}).get("ConsumingResourceBlocks"):
-            view.detach(systems[0]["@odata.id"], uri)
-        elif "Expansion" in block.get("ResourceBlockType", ()):
+        systems = planner.systems_of(block)
+        if systems and not planner.links_of(block).get("ConsumingResourceBlocks"):
+            view.detach(systems[0], uri)
+        elif "Expansion" in planner.block_types(block):
             view.dissolve(uri)
         else:
-            raise RedfishError.of(400, "ResourceBlockInvalid", block["Id"],
+            raise RedfishError.of(400, "ResourceBlockInvalid", planner.doc_id(block),
                                   registry=COMPOSITION)
     return {"@odata.id": uri, "@Message.ExtendedInfo": [message("Success")]}, stanza
 
@@ -206,8 +207,12 @@ class CompositionServiceKind(Kind):
             entry = reservations.find(ctx.store, reservation_id, ctx.actor)
             if entry is None:
                 raise reservations.not_found(reservation_id)
-            manifest = entry.doc["Manifest"]  # resolved to the blocks reserved
-            mine = frozenset(b["@odata.id"] for b in entry.doc["ReservedResourceBlocks"])
+            manifest = entry.doc.get("Manifest")  # resolved to the blocks reserved
+            try:  # ours always is valid; a served mockup's reservation need not be
+                _validate({"RequestType": "Apply", "Manifest": manifest})
+            except RedfishError:
+                raise reservations.not_found(reservation_id) from None
+            mine = frozenset(planner.link_ids(entry.doc.get("ReservedResourceBlocks")))
         assert manifest is not None
         stanzas = manifest["Stanzas"]
         answered: list[dict[str, Any]] = []
@@ -243,8 +248,8 @@ class CompositionServiceKind(Kind):
                             _stanza_id(failed[0], i), registry=COMPOSITION),
                     *error["@Message.ExtendedInfo"]])
             blocks = [u for u, doc in view.batch.after.items()
-                      if doc["CompositionStatus"]["CompositionState"] == "Composed"
-                      and u not in view.batch.deleted]
+                      if planner.status_of(doc).get("CompositionState")
+                      in planner.COMPOSED_STATES and u not in view.batch.deleted]
             created["id"] = reservations.reserve(
                 tx, ctx.store, ctx.actor, blocks,
                 copy.deepcopy({**manifest, "Stanzas": resolved}))

@@ -15,7 +15,6 @@ from ..drivers.contract import Device, Switch
 from ..store import Store, Transaction
 from . import uris
 from .fabric_state import (
-    FABRICS,
     OK,
     Binding,
     Snapshot,
@@ -27,6 +26,7 @@ from .fabric_state import (
     pcie_device_uri,
     put_if_changed,
     ref,
+    service_fabrics,
 )
 
 MEMORY_DOMAIN_TYPE = "#MemoryDomain.v1_5_1.MemoryDomain"
@@ -108,7 +108,7 @@ def sync_connections(tx: Transaction, store: Store, snap: Snapshot) -> dict[str,
     """Make each CXL fabric's Connections exactly one per bound memory device; returns
     endpoint URI -> the connections naming it, for the endpoints' ``Links.Connections``."""
     named: dict[str, list[str]] = {}
-    for fabric in store.members(FABRICS):
+    for fabric in service_fabrics(store):
         if not is_cxl_fabric(fabric):
             continue
         wanted = _wanted_connections(snap, fabric)

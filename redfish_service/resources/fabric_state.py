@@ -68,6 +68,20 @@ def host_memory_uri(system: str, device: str) -> str:
     return f"{system}/Memory/{device}"
 
 
+def fabric_reconciled(store: Store) -> bool:
+    """Whether the service reconciled the fabric from its driver's inventory (a rack
+    service), rather than serving a mockup's documents."""
+    entry = store.get(FABRICS)
+    return entry is not None and bool(entry.private) and "inventory" in entry.private
+
+
+def service_fabrics(store: Store) -> list[str]:
+    """The fabrics the service reconciled from its driver's inventory, whose zones,
+    connections and endpoint links it keeps; none in a served mockup, whose fabrics are
+    documents like the others."""
+    return store.members(FABRICS) if fabric_reconciled(store) else []
+
+
 # -- reading inside a transaction ---------------------------------------------------------
 def peek(tx: Transaction, store: Store, uri: str) -> dict[str, Any] | None:
     """The document as ``tx`` sees it, not copied: do not change what this returns."""
@@ -81,12 +95,12 @@ def members(tx: Transaction, store: Store, uri: str) -> list[str]:
     doc = peek(tx, store, uri)
     if not doc:
         return []
-    return [m["@odata.id"] for m in doc.get("Members", []) if "@odata.id" in m]
+    return link_ids(doc.get("Members"))
 
 
 def link_ids(value: Any) -> list[str]:
-    return [item["@odata.id"] for item in value or () if isinstance(item, dict)
-            and "@odata.id" in item]
+    return [item["@odata.id"] for item in value if isinstance(item, dict)
+            and isinstance(item.get("@odata.id"), str)] if isinstance(value, list) else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +132,8 @@ def device_private(switch: str, kind: str) -> dict[str, Any]:
 
 
 def device_info(store: Store, device: str) -> DeviceInfo | None:
+    """What the fabric knows of ``device``: None for devices the service did not
+    reconcile a fabric for (all of a served mockup's)."""
     for fabric in store.members(FABRICS):
         entry = store.get(f"{fabric}/Endpoints/{device}")
         if entry is not None and entry.private and "fabric_device" in entry.private:
@@ -156,20 +172,22 @@ def snapshot(tx: Transaction, store: Store) -> Snapshot:
               if (d := peek(tx, store, u)) is not None}
     out: list[Binding] = []
     for block in blocks.values():
-        systems = block.get("Links", {}).get("ComputerSystems", [])
-        if not systems or not set(block.get("ResourceBlockType", ())) <= planner.DEVICE_TYPES:
+        systems = planner.systems_of(block)
+        types = planner.block_types(block)
+        if not systems or not types or not types <= planner.DEVICE_TYPES:
             continue  # hosts, sleds and Expansion blocks are not devices
-        system_uri = systems[0]["@odata.id"]
-        system = peek(tx, store, system_uri)
-        if system is None:
-            continue
-        try:
-            initiator = planner.driver_host(system, planner.host_block(system, blocks))
-        except RedfishError:
-            continue
-        out.append(Binding(block["Id"], initiator, system_uri,
-                           device_info(store, block["Id"])))
-    out.sort(key=lambda b: b.device)
+        device = planner.doc_id(block)
+        info = device_info(store, device)
+        for system_uri in systems:  # more than one when the block is shared
+            system = peek(tx, store, system_uri)
+            if system is None:
+                continue
+            try:
+                initiator = planner.driver_host(system, planner.host_block(system, blocks))
+            except RedfishError:
+                continue
+            out.append(Binding(device, initiator, system_uri, info))
+    out.sort(key=lambda b: (b.device, b.system))
     return Snapshot(tuple(out), tuple(members(tx, store, uris.SYSTEMS)))
 
 

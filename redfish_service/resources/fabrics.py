@@ -34,6 +34,7 @@ from .fabric_state import (
     peek,
     ref,
     same_doc,
+    service_fabrics,
     snapshot,
 )
 from .kind import Kind
@@ -54,7 +55,7 @@ TARGETS = {  # device kind -> (EntityType, contained resource the entity is)
 DYNAMIC_LINKS = {ZONE_TYPE: ("Endpoints", "InvolvedSwitches"),
                  ENDPOINT_TYPE: ("Zones", "Connections")}
 SOURCE = {"source": "fabric"}  # private part of the chassis this module owns
-MODEL_VERSION = 2  # of the hardware documents ``desired`` builds; see ``fingerprint``
+MODEL_VERSION = 3  # of the hardware documents ``desired`` builds; see ``fingerprint``
 
 
 def zone_id(initiator: str) -> str:
@@ -128,8 +129,14 @@ def desired(inventory: Inventory) -> tuple[dict[str, dict[str, Any]], dict[str, 
                                   f"{device.kind} {device.id}")
             private[uri] = device_private(device.switch, device.kind)
             behind[device.switch].append(device)
+        below: dict[str, list[str]] = {s.id: [] for s in switches}  # spine -> its leaves
         for s in switches:
-            docs.update(_switch(fabric, s, reaches[s.id], behind[s.id]))
+            if s.upstream in below:
+                below[s.upstream].append(s.id)
+        for s in switches:
+            docs.update(_switch(fabric, s, reaches[s.id], behind[s.id], below[s.id]))
+            if s.upstream is not None:  # sync_zones climbs to the spine by it
+                private[f"{fabric}/Switches/{s.id}"] = {"upstream": s.upstream}
     connected = ports.ports_of_endpoints(docs)
     for uri, doc in docs.items():
         if doc["@odata.type"] == ENDPOINT_TYPE:
@@ -143,7 +150,7 @@ def desired(inventory: Inventory) -> tuple[dict[str, dict[str, Any]], dict[str, 
 
 
 def _switch(fabric: str, switch: Switch, initiators: list[str],
-            devices: list[Device]) -> dict[str, dict[str, Any]]:
+            devices: list[Device], leaves: list[str]) -> dict[str, dict[str, Any]]:
     uri = f"{fabric}/Switches/{switch.id}"
     docs = {uri: {
         "@odata.id": uri, "@odata.type": SWITCH_TYPE, "Id": switch.id,
@@ -154,7 +161,7 @@ def _switch(fabric: str, switch: Switch, initiators: list[str],
                                 for e in [*initiators, *(d.id for d in devices)]],
                   "Chassis": ref(enclosure_uri(switch.id))},
     }}
-    docs.update(ports.switch_ports(fabric, switch, initiators, devices))
+    docs.update(ports.switch_ports(fabric, switch, initiators, devices, leaves))
     docs.update(pcie_devices.enclosure_documents(fabric, switch, devices))
     docs.update(cxl.memory_documents(fabric, switch, devices))
     return docs
@@ -182,14 +189,18 @@ def sync_zones(tx: Transaction, store: Store) -> None:
 
 def _sync_endpoints(tx: Transaction, store: Store, snap: Snapshot,
                     connections: dict[str, list[str]]) -> None:
-    for fabric in store.members(FABRICS):
+    for fabric in service_fabrics(store):
         endpoints = members(tx, store, f"{fabric}/Endpoints")
         known = set(endpoints)
         switches_of: dict[str, list[str]] = {}  # endpoint -> switch ids
+        upstream: dict[str, str] = {}  # leaf switch id -> its spine (two-level fabrics)
         for switch_uri in members(tx, store, f"{fabric}/Switches"):
             switch = peek(tx, store, switch_uri) or {}
             for e in link_ids(switch.get("Links", {}).get("Endpoints")):
                 switches_of.setdefault(e, []).append(switch_uri.rsplit("/", 1)[1])
+            entry = store.get(switch_uri)
+            if entry is not None and entry.private and entry.private.get("upstream"):
+                upstream[switch_uri.rsplit("/", 1)[1]] = entry.private["upstream"]
         zones_of: dict[str, list[str]] = {e: [] for e in endpoints}
         bound_to: dict[str, list[str]] = {}  # initiator -> its bound devices' endpoints
         for b in snap.bindings:
@@ -199,10 +210,12 @@ def _sync_endpoints(tx: Transaction, store: Store, snap: Snapshot,
             zone = peek(tx, store, zone_uri)
             if zone is None:
                 continue
-            initiator = zone["Id"].removeprefix("zone-")
+            initiator = str(zone.get("Id", "")).removeprefix("zone-")
             devices = bound_to.get(initiator, [])
             zone_members = [f"{fabric}/Endpoints/{initiator}", *devices]
-            involved = sorted({s for d in devices for s in switches_of.get(d, ())})
+            at = set(switches_of.get(f"{fabric}/Endpoints/{initiator}", ()))
+            involved = sorted({s for d in devices for leaf in switches_of.get(d, ())
+                               for s in _path(leaf, at, upstream)})
             wanted = {"Endpoints": [ref(m) for m in zone_members],
                       "InvolvedSwitches": [ref(f"{fabric}/Switches/{s}") for s in involved]}
             if zone.get("Links") != wanted:
@@ -226,6 +239,16 @@ def _sync_endpoints(tx: Transaction, store: Store, snap: Snapshot,
                 assert doc is not None
                 doc["Links"] = {**doc.get("Links", {}), **wanted}
                 tx.put(endpoint_uri, doc)
+
+
+def _path(switch: str, initiator_at: set[str], upstream: dict[str, str]) -> list[str]:
+    """The switches from a device's ``switch`` up to one the initiator is cabled to: the
+    switch alone, or the leaf and its spine."""
+    path = [switch]
+    while switch not in initiator_at and switch in upstream and upstream[switch] not in path:
+        switch = upstream[switch]
+        path.append(switch)
+    return path
 
 
 def fingerprint(inventory: Inventory) -> dict[str, str]:

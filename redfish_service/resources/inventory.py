@@ -82,7 +82,7 @@ def registered_system(doc: dict[str, Any], block_uri: str) -> dict[str, Any]:
     doc["Actions"] = {f"#ComputerSystem.{name}": {
         "target": f"{uri}/Actions/ComputerSystem.{name}"}
         for name in ("AddResourceBlock", "RemoveResourceBlock")}
-    doc["Links"]["ResourceBlocks"] = [{"@odata.id": block_uri}]
+    doc["Links"] = {**planner.links_of(doc), "ResourceBlocks": [{"@odata.id": block_uri}]}
     return doc
 
 
@@ -90,7 +90,7 @@ def unregistered_system(doc: dict[str, Any]) -> dict[str, Any]:
     """A host's system after its registration block was deleted."""
     doc["Composition"] = {"UseCases": ["ResourceBlockCapable"]}
     doc.pop("Actions", None)
-    doc["Links"]["ResourceBlocks"] = []
+    doc["Links"] = {**planner.links_of(doc), "ResourceBlocks": []}
     return doc
 
 
@@ -293,7 +293,7 @@ class SystemKind(Kind):
             # Under the system's lock: the precondition and the difference are taken
             # from the state the whole change applies to, so two PATCHes serialize.
             entry = checked_entry(ctx, uri, if_match)
-            current = [b["@odata.id"] for b in entry.doc["Links"].get("ResourceBlocks", [])]
+            current = planner.link_ids(planner.links_of(entry.doc).get("ResourceBlocks"))
             wanted = _wanted_blocks(links["ResourceBlocks"], current)
             base = planner.host_block(entry.doc, view.blocks)
             if base.uri not in wanted:
@@ -354,7 +354,7 @@ def composed_system_doc(uri: str, compute: dict[str, Any], blocks: list[str],
         "SystemType": "Composed",
         "PowerState": "On",
         "Status": {"State": "Enabled", "Health": "OK"},
-        "ProcessorSummary": {"Count": compute.get("Processors@odata.count", 0)},
+        "ProcessorSummary": {"Count": len(planner.link_ids(compute.get("Processors")))},
         "Actions": {
             f"#ComputerSystem.{action}": {"target": f"{uri}/Actions/ComputerSystem.{action}"}
             for action in ("AddResourceBlock", "RemoveResourceBlock")

@@ -179,22 +179,30 @@ def host_block_doc(host_id: str) -> dict[str, Any]:
 
 def zones(inventory: Inventory, unregistered: frozenset[str] = frozenset()
           ) -> dict[str, list[str]]:
-    """Zone id -> block URIs: per PCIe switch, its registered hosts, the devices and sleds
-    behind it, and the CXL devices whose switch reaches one of its hosts."""
+    """Zone id -> block URIs: per PCIe switch tree (a switch with the leaf switches below
+    it, if any), its registered hosts, the devices and sleds behind any of its switches,
+    and the CXL devices whose switch reaches one of its hosts."""
     out: dict[str, list[str]] = {}
-    cxl_hosts = {s.id: set(s.hosts) for s in inventory.switches if s.protocol == "CXL"}
+    top = inventory.top_switches()
+    tree_hosts: dict[str, set[str]] = {}  # top switch -> the hosts of its tree
     for switch in inventory.switches:
-        if switch.protocol != "PCIe":
-            continue
+        tree_hosts.setdefault(top[switch.id], set()).update(switch.hosts)
+    cxl_hosts = {s.id: tree_hosts[top[s.id]] for s in inventory.switches
+                 if s.protocol == "CXL"}
+    for switch in inventory.switches:
+        if switch.protocol != "PCIe" or top[switch.id] != switch.id:
+            continue  # a leaf is in its spine's zone
+        hosts = tree_hosts[switch.id]
         # Compute sleds first, host registrations last: clients that pick "the first
         # free compute block of a zone" then compose from a sled, not a running host.
-        members = [f"{BLOCKS}/{s.id}" for s in inventory.sleds if s.switch == switch.id]
+        members = [f"{BLOCKS}/{s.id}" for s in inventory.sleds
+                   if top.get(s.switch) == switch.id]
         for device in inventory.devices:
             reach = cxl_hosts.get(device.switch)
-            if device.switch == switch.id or (reach and reach & set(switch.hosts)):
+            if top.get(device.switch) == switch.id or (reach and reach & hosts):
                 members.append(f"{BLOCKS}/{device.id}")
         members += [f"{BLOCKS}/{host_block_id(h)}" for h in inventory.hosts
-                    if h.id in switch.hosts and h.id not in unregistered]
+                    if h.id in hosts and h.id not in unregistered]
         out[switch.id] = members
     return out
 
@@ -304,7 +312,7 @@ def refresh_pools(tx: Transaction, blocks: list[str]) -> None:
     """FreePool and ActivePool as the blocks' states say, in collection order."""
     free, active = [], []
     for uri in blocks:
-        status = (tx.get(uri) or {}).get("CompositionStatus", {})
+        status = planner.status_of(tx.get(uri) or {})
         state = status.get("CompositionState")
         if state == "Unused" and not status.get("Reserved"):
             free.append(ref(uri))
@@ -328,7 +336,7 @@ class ResourceBlockKind(Kind):
 
     def allow(self, doc: dict[str, Any]) -> list[str]:
         methods = super().allow(doc)
-        registration = "ComputerSystem" in doc.get("ResourceBlockType", ()) \
+        registration = "ComputerSystem" in planner.block_types(doc) \
             and doc.get("@odata.id") != REGISTRATION_CAPABILITIES
         return [*methods, "DELETE"] if registration else methods
 

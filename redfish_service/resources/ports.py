@@ -34,10 +34,22 @@ def _port(fabric: str, switch: Switch, port_id: str, number: int, port_type: str
     }
 
 
+def _link_port(fabric: str, switch: Switch, port_id: str, number: int, port_type: str,
+               peer: str, peer_port: str, name: str) -> dict[str, Any]:
+    """A port cabled to another switch's port (two-level fabrics), x16."""
+    doc = _port(fabric, switch, port_id, number, port_type, HOST_LANES, "", name)
+    doc["Links"] = {"AssociatedEndpoints": [],
+                    "ConnectedSwitches": [ref(f"{fabric}/Switches/{peer}")],
+                    "ConnectedSwitchPorts": [ref(port_uri(fabric, peer, peer_port))]}
+    return doc
+
+
 def switch_ports(fabric: str, switch: Switch, initiators: list[str],
-                 devices: list[Device]) -> dict[str, dict[str, Any]]:
+                 devices: list[Device], leaves: list[str] = ()) -> dict[str, dict[str, Any]]:
     """The switch's Ports collection and ports; ``initiators`` are the ids of the hosts
-    and sleds it reaches, in port order."""
+    and sleds it reaches, in port order; ``leaves`` the switches cabled below it. A leaf
+    switch's upstream port is cabled to its spine's downstream port, and each names the
+    other (``ConnectedSwitches``, ``ConnectedSwitchPorts``)."""
     collection = f"{fabric}/Switches/{switch.id}/Ports"
     docs: dict[str, dict[str, Any]] = {collection: {
         "@odata.id": collection, "@odata.type": "#PortCollection.PortCollection",
@@ -51,6 +63,17 @@ def switch_ports(fabric: str, switch: Switch, initiators: list[str],
                     f"Upstream port to {initiator}")
         if switch.protocol == "CXL":
             doc["CXL"] = {"CurrentPortConfigurationState": "USP"}
+        docs[doc["@odata.id"]] = doc
+    if switch.upstream is not None:
+        number += 1
+        doc = _link_port(fabric, switch, upstream_port_id(switch.upstream), number,
+                         "UpstreamPort", switch.upstream, downstream_port_id(switch.id),
+                         f"Upstream port to switch {switch.upstream}")
+        docs[doc["@odata.id"]] = doc
+    for leaf in leaves:
+        number += 1
+        doc = _link_port(fabric, switch, downstream_port_id(leaf), number, "DownstreamPort",
+                         leaf, upstream_port_id(switch.id), f"Downstream port to switch {leaf}")
         docs[doc["@odata.id"]] = doc
     for device in devices:
         number += 1
@@ -73,7 +96,7 @@ def ports_of_endpoints(docs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for uri, doc in docs.items():
         if doc.get("@odata.type") == PORT_TYPE:
-            for endpoint in doc["Links"]["AssociatedEndpoints"]:
+            for endpoint in doc["Links"].get("AssociatedEndpoints", []):
                 out.setdefault(endpoint["@odata.id"], []).append(uri)
     return out
 

@@ -43,7 +43,7 @@ def unregistered(store: Store) -> frozenset[str]:
 
 def _members(tx: Transaction) -> list[str]:
     """The blocks as this transaction sees them (it adds or removes one)."""
-    return [m["@odata.id"] for m in (tx.get(BLOCKS) or {}).get("Members", [])]
+    return planner.link_ids((tx.get(BLOCKS) or {}).get("Members"))
 
 
 def _save(tx: Transaction, state: dict[str, list[str]]) -> None:
@@ -164,18 +164,23 @@ async def register(ctx: Ctx, body: Any) -> Created:
 
 async def unregister(ctx: Ctx, block_uri: str) -> None:
     block = ctx.store.doc(block_uri) or {}
-    systems = [s["@odata.id"] for s in block.get("ComputerSystems", [])]
-    if "ComputerSystem" not in block.get("ResourceBlockType", ()) or len(systems) != 1:
+    systems = planner.link_ids(block.get("ComputerSystems"))
+    system = ctx.store.doc(systems[0]) if len(systems) == 1 else None
+    # the registration of a host: its system, in /Systems, stands on this block (a
+    # mockup's ComputerSystem block may hold a system of its own instead)
+    if "ComputerSystem" not in planner.block_types(block) or system is None \
+            or not systems[0].startswith(uris.SYSTEMS + "/") \
+            or block_uri not in planner.link_ids(planner.links_of(system).get("ResourceBlocks")):
         raise RedfishError.of(405, "OperationNotAllowed", headers={"Allow": "GET, HEAD"})
     system_uri = systems[0]
 
     def plan(view: View) -> None:
         system = view.system(system_uri) or {}
-        held = [b["@odata.id"] for b in system.get("Links", {}).get("ResourceBlocks", [])
-                if b["@odata.id"] != block_uri]
+        held = [b for b in planner.link_ids(planner.links_of(system).get("ResourceBlocks"))
+                if b != block_uri]
         if held:  # devices first: RemoveResourceBlock them
             raise planner.refuse(409, "ResourceBlockInUse", block_uri.rsplit("/", 1)[1])
-        if view.blocks.get(block_uri, {}).get("CompositionStatus", {}).get(
+        if planner.status_of(view.blocks.get(block_uri, {})).get(
                 "CompositionState") == "Composing":
             raise planner.refuse(409, "ResourceBlockInUse", block_uri.rsplit("/", 1)[1])
 
@@ -184,18 +189,22 @@ async def unregister(ctx: Ctx, block_uri: str) -> None:
         from .pool import refresh_pools
 
         current = tx.get(block_uri) or {}
-        zones = [z["@odata.id"] for z in current.get("Links", {}).get("Zones", [])]
+        zones = planner.link_ids(planner.links_of(current).get("Zones"))
         state = _state(ctx.store)
         state[system_uri.rsplit("/", 1)[1]] = zones
         _save(tx, state)
         for zone in zones:
             doc = tx.get(zone)
             if doc is not None:
-                doc["Links"]["ResourceBlocks"] = [
-                    b for b in doc["Links"]["ResourceBlocks"] if b["@odata.id"] != block_uri]
+                links = planner.links_of(doc)
+                doc["Links"] = {**links, "ResourceBlocks": [
+                    {"@odata.id": b} for b in planner.link_ids(links.get("ResourceBlocks"))
+                    if b != block_uri]}
                 tx.put(zone, doc)
         tx.delete(block_uri)
-        tx.put(system_uri, unregistered_system(tx.get(system_uri) or {}))
+        system = tx.get(system_uri)
+        if system is not None:
+            tx.put(system_uri, unregistered_system(system))
         refresh_pools(tx, _members(tx))
 
     await ctx.composer.run(ctx.actor, plan, lock=[system_uri], dry_run=True, on_plan=write)

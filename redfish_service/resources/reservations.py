@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+from ..composition import planner
 from ..protocol.errors import RedfishError
 from ..store import Entry, Store, Transaction
 from . import uris
@@ -51,8 +52,8 @@ def holders(store: Store) -> dict[str, str]:
     out: dict[str, str] = {}
     for uri in store.members(RESERVATIONS):
         doc = store.doc(uri) or {}
-        for link in doc.get("ReservedResourceBlocks", ()):
-            out[link["@odata.id"]] = doc["Id"]
+        for block in planner.link_ids(doc.get("ReservedResourceBlocks")):
+            out[block] = planner.doc_id(doc)
     return out
 
 
@@ -78,7 +79,7 @@ def reserve(tx: Transaction, store: Store, client: str | None, blocks: list[str]
     for block in blocks:
         doc = tx.get(block)
         if doc is not None:
-            doc["CompositionStatus"]["Reserved"] = True
+            doc["CompositionStatus"] = {**planner.status_of(doc), "Reserved": True}
             tx.put(block, doc)
     _refresh(tx, store)
     return reservation_id
@@ -91,11 +92,11 @@ def release(tx: Transaction, store: Store, uri: str, *, blocks_too: bool = True)
     if doc is None:
         return
     if blocks_too:
-        for link in doc.get("ReservedResourceBlocks", ()):
-            block = tx.get(link["@odata.id"])
-            if block is not None and block["CompositionStatus"].get("Reserved"):
-                block["CompositionStatus"]["Reserved"] = False
-                tx.put(link["@odata.id"], block)
+        for uri_ in planner.link_ids(doc.get("ReservedResourceBlocks")):
+            block = tx.get(uri_)
+            if block is not None and planner.status_of(block).get("Reserved"):
+                block["CompositionStatus"] = {**planner.status_of(block), "Reserved": False}
+                tx.put(uri_, block)
     tx.delete(uri)
     _refresh(tx, store)
 
@@ -150,8 +151,8 @@ class ReservationCollectionKind(Kind):
     entity = "CompositionReservationCollection"
 
     def render(self, entry: Entry, ctx: Ctx) -> dict[str, Any] | None:
-        mine = [m for m in entry.doc.get("Members", [])
-                if (ctx.store.doc(m["@odata.id"]) or {}).get("Client") == (ctx.actor or "")]
+        mine = [{"@odata.id": m} for m in planner.link_ids(entry.doc.get("Members"))
+                if (ctx.store.doc(m) or {}).get("Client") == (ctx.actor or "")]
         return {**entry.doc, "Members": mine, "Members@odata.count": len(mine)}
 
 

@@ -207,7 +207,8 @@ class Transaction:
         parent_uri = uri.rsplit("/", 1)[0]
         parent = self._staged_copy(parent_uri)
         if parent is not None and isinstance(parent.get("Members"), list):
-            parent["Members"] = [m for m in parent["Members"] if m.get("@odata.id") != uri]
+            parent["Members"] = [m for m in parent["Members"]
+                                 if not isinstance(m, dict) or m.get("@odata.id") != uri]
             parent["Members@odata.count"] = len(parent["Members"])
 
     # -- commit -----------------------------------------------------------------------
@@ -290,7 +291,12 @@ class Store:
         doc = self.doc(collection_uri)
         if not doc:
             return []
-        return [m["@odata.id"] for m in doc.get("Members", []) if "@odata.id" in m]
+        listed = doc.get("Members")
+        if not isinstance(listed, list):
+            return []
+        # a served mockup's collection may hold anything: only well-formed links count
+        return [m["@odata.id"] for m in listed
+                if isinstance(m, dict) and isinstance(m.get("@odata.id"), str)]
 
     def changes_since(self, seq: int) -> list[Change] | None:
         """Changes after ``seq`` from the retained window; None if ``seq`` is too old."""

@@ -135,7 +135,11 @@ class Snapshot:
 
     def _load(self, collection: str) -> None:
         status, _, body = self._get(collection + EXPAND)
-        assert status == 200, f"GET {collection}{EXPAND} -> {status}: {body}"
+        assert status in (200, 404), f"GET {collection}{EXPAND} -> {status}: {body}"
+        if status == 404:  # a served mockup may have no pools
+            self.docs[collection] = None
+            self._members[collection] = []
+            return
         uris = []
         for member in body.get("Members", []):
             uri = member["@odata.id"]
