@@ -84,6 +84,7 @@ class Binder:
             remaining = deadline - time.time()
             if remaining <= 0:
                 raise AttachFailed("AttachTimeout", "the attach did not finish in time")
+            attached_now = False
             self.state.busy.add(block.uri)
             try:
                 async with self._gate, self.state.system_lock(system.uri):
@@ -109,7 +110,7 @@ class Binder:
         written = await self._write(unit, [{
             "type": self.state.ident.attached, "status": "True", "reason": "Attached",
             "message": f"{block.uri} attached to {system.uri}"}], block.uri, system.uri)
-        if written:
+        if written and attached_now:  # a re-run finding the block attached counts nothing
             self.metrics.attaches.inc()
             if (t := parse_time(unit.epoch)) is not None:
                 self.metrics.attach_latency.observe(max(0.0, time.time() - t))
