@@ -13,9 +13,9 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from redfish_service.config import ConfigError, load_yaml_mapping
+from redfish_service.config import ConfigError, load_model
 
 ENV_PREFIX = "REDFISH_DRA_BRIDGE_"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -74,14 +74,6 @@ class Settings(BaseModel):
             self.lease_name = self.driver_name.replace(".", "-") + "-bridge"
         return self
 
-    @property
-    def attached_condition(self) -> str:
-        return f"{self.driver_name}/attached"
-
-    @property
-    def failed_condition(self) -> str:
-        return f"{self.driver_name}/attach-failed"
-
     def password(self) -> str:
         if self.redfish_password_file is not None:
             try:
@@ -94,28 +86,5 @@ class Settings(BaseModel):
                           f"{ENV_PREFIX}REDFISH_PASSWORD")
 
 
-def _env_overrides() -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, field in Settings.model_fields.items():
-        value = os.environ.get(ENV_PREFIX + name.upper())
-        if value is None:
-            continue
-        if field.annotation == list[str]:
-            out[name] = [v.strip() for v in value.split(",") if v.strip()]
-        else:
-            out[name] = value
-    return out
-
-
 def load_settings(config_file: Path | None, flags: dict[str, Any]) -> Settings:
-    data: dict[str, Any] = {}
-    if config_file is not None:
-        data.update(load_yaml_mapping(config_file, "config file"))
-    data.update(_env_overrides())
-    data.update({k: v for k, v in flags.items() if v is not None})
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+    return load_model(Settings, ENV_PREFIX, config_file, flags)

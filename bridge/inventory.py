@@ -8,6 +8,7 @@ supports ``$expand`` is read in three requests; one that does not, member by mem
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,12 +55,12 @@ class Pool:
     systems: dict[str, System]  # by URI
     zones: dict[str, frozenset[str]]  # zone id -> block URIs
 
+    @functools.cached_property
+    def _by_uuid(self) -> dict[str, System]:
+        return {s.uuid.lower(): s for s in self.systems.values() if s.uuid}
+
     def system_by_uuid(self, uuid: str) -> System | None:
-        want = uuid.strip().lower()
-        for s in self.systems.values():
-            if s.uuid and s.uuid.lower() == want:
-                return s
-        return None
+        return self._by_uuid.get(uuid.strip().lower())
 
     def zones_of_system(self, system: System) -> set[str]:
         """The zones holding one of the system's own blocks (its compute block)."""

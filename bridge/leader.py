@@ -93,11 +93,8 @@ class LeaderElector:
         try:
             return await asyncio.wait_for(self.try_acquire_or_renew(), min(
                 self.renew_deadline_s, max(self.retry_period_s, 1.0)))
-        except (TimeoutError, KubeError, OSError) as e:
-            log.warning("lease %s/%s: %s", self.namespace, self.name, e)
-            return False
-        except Exception as e:  # the client's own errors (connection reset...)
-            log.warning("lease %s/%s: %s", self.namespace, self.name, e)
+        except Exception as e:  # API errors, timeouts, the client's connection errors
+            log.warning("lease %s/%s: %s", self.namespace, self.name, e or type(e).__name__)
             return False
 
     async def run(self, lead: Callable[[], Awaitable[None]]) -> None:

@@ -46,9 +46,10 @@ class Publisher:
             quarantine = {d: state.quarantine[d] for d in quarantined
                           if (b := state.block_for(d)) is not None
                           and tuple(sorted(b.zones)) == zones}
+            content_id = fingerprint(content)
             out[name] = build_slices(ident, name, content,
-                                     self._generation(existing.get(name, []), content),
-                                     quarantine)
+                                     self._generation(existing.get(name, []), content_id),
+                                     quarantine, content_id)
         return out, labels
 
     def _existing(self) -> dict[str, list[dict[str, Any]]]:
@@ -58,13 +59,13 @@ class Publisher:
                 by_pool.setdefault(s["spec"]["pool"]["name"], []).append(s)
         return by_pool
 
-    def _generation(self, old: list[dict[str, Any]], content: dict[str, Any]) -> int:
+    def _generation(self, old: list[dict[str, Any]], content_id: str) -> int:
         key = f"{self.state.ident.driver}/content"
         gens = [int(s["spec"]["pool"].get("generation") or 0) for s in old]
         top = max(gens, default=0)
         same = old and all(
-            ((s.get("metadata") or {}).get("annotations") or {}).get(key)
-            == fingerprint(content) for s in old)
+            ((s.get("metadata") or {}).get("annotations") or {}).get(key) == content_id
+            for s in old)
         return top if same and top > 0 else top + 1
 
     async def sync(self) -> None:

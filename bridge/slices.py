@@ -124,10 +124,11 @@ def fingerprint(content: dict[str, Any]) -> str:
 
 
 def build_slices(ident: Identity, pool: str, content: dict[str, Any], generation: int,
-                 quarantine: dict[str, float]) -> list[dict[str, Any]]:
+                 quarantine: dict[str, float],
+                 content_id: str | None = None) -> list[dict[str, Any]]:
     devices = content["devices"]
     chunks = [devices[i:i + MAX_DEVICES] for i in range(0, len(devices), MAX_DEVICES)] or [[]]
-    annotations = {f"{ident.driver}/content": fingerprint(content)}
+    annotations = {f"{ident.driver}/content": content_id or fingerprint(content)}
     if quarantine:
         annotations[ident.quarantine_key] = json.dumps(
             {k: round(v, 3) for k, v in sorted(quarantine.items())})

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 ENV_PREFIX = "REDFISH_COMPOSER_"
+M = TypeVar("M", bound=BaseModel)
 
 
 def default_state_dir() -> Path:
@@ -71,27 +72,39 @@ class ConfigError(Exception):
     """A configuration problem, reported as one line."""
 
 
-def _env_overrides() -> dict[str, Any]:
+def _env_overrides(model: type[BaseModel], prefix: str) -> dict[str, Any]:
+    """``<prefix><FIELD>`` variables; a list field takes a comma-separated value."""
     out: dict[str, Any] = {}
-    for name in Settings.model_fields:
-        value = os.environ.get(ENV_PREFIX + name.upper())
-        if value is not None:
+    for name, field in model.model_fields.items():
+        value = os.environ.get(prefix + name.upper())
+        if value is None:
+            continue
+        if field.annotation == list[str]:
+            out[name] = [v.strip() for v in value.split(",") if v.strip()]
+        else:
             out[name] = value
     return out
 
 
-def load_settings(config_file: Path | None, flags: dict[str, Any]) -> Settings:
+def load_model(model: type[M], prefix: str, config_file: Path | None,
+               flags: dict[str, Any]) -> M:
+    """Settings of ``model`` from a YAML file, then environment variables, then flags;
+    a problem is one ConfigError line."""
     data: dict[str, Any] = {}
     if config_file is not None:
         data.update(load_yaml_mapping(config_file, "config file"))
-    data.update(_env_overrides())
+    data.update(_env_overrides(model, prefix))
     data.update({k: v for k, v in flags.items() if v is not None})
     try:
-        return Settings.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+
+
+def load_settings(config_file: Path | None, flags: dict[str, Any]) -> Settings:
+    return load_model(Settings, ENV_PREFIX, config_file, flags)
 
 
 def load_yaml_mapping(path: Path, what: str) -> dict[str, Any]:

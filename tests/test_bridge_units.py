@@ -33,7 +33,7 @@ IDENT = Identity(DRIVER, frozenset({"gpu", "nvme", "cxl-memory"}))
 def test_settings_defaults_and_validation(tmp_path, monkeypatch):
     s = load_settings(None, {"driver_name": "gpu.example.org"})
     assert s.lease_name == "gpu-example-org-bridge"
-    assert s.attached_condition == "gpu.example.org/attached"
+    assert Identity(s.driver_name, frozenset()).attached == "gpu.example.org/attached"
     with pytest.raises(ConfigError, match="driver_name"):
         load_settings(None, {"driver_name": "Not_A_Domain"})
     with pytest.raises(ConfigError, match="device_types"):
