@@ -30,7 +30,7 @@ from ..composition import planner
 from ..composition.batch import Batch, SystemBuilder, View
 from ..drivers.contract import BindingDriver, DeviceBusy, DriverError, DriverTimeout
 from ..protocol.errors import RedfishError
-from ..store import Store, Transaction
+from ..store import GroupCommit, Store, Transaction
 from . import reservations, uris
 from .fabrics import sync_zones
 from .pool import ZONES, refresh_pools
@@ -63,6 +63,10 @@ class Composer:
         self._timeout_s = timeout_s
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # per system
         self._expirer: asyncio.Task[None] | None = None
+        # The two transactions of every operation (marking its blocks Composing, then
+        # committing the result) are grouped with concurrent operations' (see store.group).
+        self._marks = GroupCommit(store, self._pools)
+        self._commits = GroupCommit(store, self._views)
 
     async def start(self) -> None:
         self._expirer = asyncio.create_task(self._expire_reservations())
@@ -101,27 +105,33 @@ class Composer:
     async def _unbind(self, device_id: str, host_id: str) -> None:
         await self._bind(device_id, host_id, attach=False)
 
-    def _blocks_now(self) -> dict[str, dict[str, Any]]:
-        return {u: d for u in self._store.members(uris.RESOURCE_BLOCKS)
-                if (d := self._store.doc(u)) is not None}
+    def _blocks_now(self, read: Callable[[str], dict[str, Any] | None] | None = None,
+                    ) -> dict[str, dict[str, Any]]:
+        read = read or self._store.doc
+        return {u: d for u in planner.link_ids((read(uris.RESOURCE_BLOCKS) or {}).get("Members"))
+                if (d := read(u)) is not None}
 
     # -- what the planner sees -----------------------------------------------------------
 
-    def _contents(self, uri: str) -> dict[str, list[dict[str, Any]]]:
-        block, doc = self._store.doc(uri) or {}, self._store.doc
-        return {prop: [d for link in planner.link_ids(block.get(prop)) if (d := doc(link))]
-                for prop in CONTAINED if prop in block}
+    def view(self, tx: Transaction, *, mine: frozenset[str] = frozenset()) -> View:
+        """A working copy of the composition state as ``tx`` sees it (the committed
+        documents and what earlier steps of its group staged); it copies nothing, and
+        the planner never changes what it reads."""
+        read = tx.peek
+        service = read(uris.COMPOSITION_SERVICE) or {}
+        blocks = self._blocks_now(read)
 
-    def view(self, *, mine: frozenset[str] = frozenset()) -> View:
-        """A working copy of the composition state as committed now."""
-        service = self._store.doc(uris.COMPOSITION_SERVICE) or {}
-        blocks = self._blocks_now()
+        def contents(uri: str) -> dict[str, list[dict[str, Any]]]:
+            block = read(uri) or {}
+            return {prop: [d for link in planner.link_ids(block.get(prop)) if (d := read(link))]
+                    for prop in CONTAINED if prop in block}
+
         # each zone with the blocks it lists that exist (a mockup's may list others)
         zones = [(z, [b for b in planner.link_ids(planner.links_of(
-                      self._store.doc(z) or {}).get("ResourceBlocks")) if b in blocks])
-                 for z in self._store.members(ZONES)]
-        return View(blocks, self._store.doc, zones=zones,
-                    contents=self._contents, reserved_by=reservations.holders(self._store),
+                      read(z) or {}).get("ResourceBlocks")) if b in blocks])
+                 for z in planner.link_ids((read(ZONES) or {}).get("Members"))]
+        return View(blocks, read, zones=zones,
+                    contents=contents, reserved_by=reservations.holders(self._store),
                     mine=mine,
                     overprovisioning=bool(service.get("AllowOverprovisioning")),
                     zone_affinity=bool(service.get("AllowZoneAffinity")))
@@ -145,29 +155,39 @@ class Composer:
 
     async def _run(self, actor, plan, lock, dry_run, mine, on_plan, on_commit):
         await reservations.expire(self._store)
+        # Reservations are read from the committed store: a step that makes or applies
+        # one is not grouped with others (they could not see its staged writes).
+        alone = on_plan is not None or on_commit is not None or bool(mine)
+
+        def mark(tx: Transaction) -> tuple[T, Batch | None]:
+            view = self.view(tx, mine=mine)
+            result = plan(view)
+            batch = view.batch
+            if on_plan is not None:
+                on_plan(tx, view)
+            if dry_run or batch.empty:
+                return result, None
+            for uri, doc in batch.before.items():
+                if uri in batch.created_blocks:
+                    continue  # made in the commit: nothing to mark yet
+                # the intent keeps the block as it was: recovery puts it back
+                intent = {**batch.intents[uri], "before": doc}
+                tx.put(uri, planner.with_state(doc, "Composing"), {"composing": intent})
+            return result, batch
+
+        def commit(tx: Transaction) -> None:
+            self._commit(tx, batch)
+            if on_commit is not None:
+                on_commit(tx)
+
         async with contextlib.AsyncExitStack() as held:
-            for system_uri in lock:
+            for system_uri in lock:  # so concurrent steps of one group touch other systems
                 await held.enter_async_context(self._locks[system_uri])
-            async with self._store.transaction(actor) as tx:
-                view = self.view(mine=mine)
-                result = plan(view)
-                batch = view.batch
-                if on_plan is not None:
-                    on_plan(tx, view)
-                if dry_run or batch.empty:
-                    return result
-                for uri, doc in batch.before.items():
-                    if uri in batch.created_blocks:
-                        continue  # made in the commit: nothing to mark yet
-                    # the intent keeps the block as it was: recovery puts it back
-                    intent = {**batch.intents[uri], "before": doc}
-                    tx.put(uri, planner.with_state(doc, "Composing"), {"composing": intent})
-                refresh_pools(tx, self._store.members(uris.RESOURCE_BLOCKS))
+            result, batch = await self._marks.run(actor, mark, alone=alone)
+            if batch is None:
+                return result
             await self._switch(actor, batch)
-            async with self._store.transaction(actor) as tx:
-                self._commit(tx, batch)
-                if on_commit is not None:
-                    on_commit(tx)
+            await self._commits.run(actor, commit, alone=alone)
         log.info("composition changed", extra={
             "steps": len(batch.steps), "systems_created": list(batch.created),
             "systems_deleted": batch.deleted})
@@ -231,7 +251,14 @@ class Composer:
         for uri, doc in batch.after.items():
             if uri not in batch.deleted_blocks:
                 tx.put(uri, doc, {})
-        refresh_pools(tx, planner.link_ids((tx.get(uris.RESOURCE_BLOCKS) or {}).get("Members")))
+
+    def _pools(self, tx: Transaction) -> None:
+        """What follows from the blocks' states, once per group of marks."""
+        refresh_pools(tx, planner.link_ids((tx.peek(uris.RESOURCE_BLOCKS) or {}).get("Members")))
+
+    def _views(self, tx: Transaction) -> None:
+        """What follows from the blocks' bindings, once per group of commits."""
+        self._pools(tx)
         sync_zones(tx, self._store)
 
     # -- the operations clients ask for --------------------------------------------------

@@ -83,16 +83,8 @@ def service_fabrics(store: Store) -> list[str]:
 
 
 # -- reading inside a transaction ---------------------------------------------------------
-def peek(tx: Transaction, store: Store, uri: str) -> dict[str, Any] | None:
-    """The document as ``tx`` sees it, not copied: do not change what this returns."""
-    staged = tx._staged.get(uri)  # a read-only look at what it staged
-    if staged is not None:
-        return staged[0]
-    return store.doc(uri)
-
-
 def members(tx: Transaction, store: Store, uri: str) -> list[str]:
-    doc = peek(tx, store, uri)
+    doc = tx.peek(uri)
     if not doc:
         return []
     return link_ids(doc.get("Members"))
@@ -169,7 +161,7 @@ class Snapshot:
 
 def snapshot(tx: Transaction, store: Store) -> Snapshot:
     blocks = {u: d for u in members(tx, store, uris.RESOURCE_BLOCKS)
-              if (d := peek(tx, store, u)) is not None}
+              if (d := tx.peek(u)) is not None}
     out: list[Binding] = []
     for block in blocks.values():
         systems = planner.systems_of(block)
@@ -179,7 +171,7 @@ def snapshot(tx: Transaction, store: Store) -> Snapshot:
         device = planner.doc_id(block)
         info = device_info(store, device)
         for system_uri in systems:  # more than one when the block is shared
-            system = peek(tx, store, system_uri)
+            system = tx.peek(system_uri)
             if system is None:
                 continue
             try:
@@ -194,7 +186,7 @@ def snapshot(tx: Transaction, store: Store) -> Snapshot:
 def put_if_changed(tx: Transaction, store: Store, uri: str, doc: dict[str, Any],
                    private: dict[str, Any] | None = None) -> bool:
     """Write ``doc`` unless the current document already says the same."""
-    current = peek(tx, store, uri)
+    current = tx.peek(uri)
     if current is not None and same_doc(current, doc):
         return False
     tx.put(uri, doc, private)

@@ -31,7 +31,6 @@ from .fabric_state import (
     link_ids,
     members,
     memory_chunk_uri,
-    peek,
     ref,
     same_doc,
     service_fabrics,
@@ -195,7 +194,7 @@ def _sync_endpoints(tx: Transaction, store: Store, snap: Snapshot,
         switches_of: dict[str, list[str]] = {}  # endpoint -> switch ids
         upstream: dict[str, str] = {}  # leaf switch id -> its spine (two-level fabrics)
         for switch_uri in members(tx, store, f"{fabric}/Switches"):
-            switch = peek(tx, store, switch_uri) or {}
+            switch = tx.peek(switch_uri) or {}
             for e in link_ids(switch.get("Links", {}).get("Endpoints")):
                 switches_of.setdefault(e, []).append(switch_uri.rsplit("/", 1)[1])
             entry = store.get(switch_uri)
@@ -207,7 +206,7 @@ def _sync_endpoints(tx: Transaction, store: Store, snap: Snapshot,
             if f"{fabric}/Endpoints/{b.device}" in known:
                 bound_to.setdefault(b.initiator, []).append(f"{fabric}/Endpoints/{b.device}")
         for zone_uri in members(tx, store, f"{fabric}/Zones"):
-            zone = peek(tx, store, zone_uri)
+            zone = tx.peek(zone_uri)
             if zone is None:
                 continue
             initiator = str(zone.get("Id", "")).removeprefix("zone-")
@@ -227,7 +226,7 @@ def _sync_endpoints(tx: Transaction, store: Store, snap: Snapshot,
                 zones_of.setdefault(member, []).append(zone_uri)
         cxl_fabric = cxl.is_cxl_fabric(fabric)
         for endpoint_uri, zones in zones_of.items():
-            endpoint = peek(tx, store, endpoint_uri)
+            endpoint = tx.peek(endpoint_uri)
             if endpoint is None:
                 continue
             wanted = {"Zones": [ref(z) for z in zones]}
@@ -296,7 +295,7 @@ async def _reconcile_hardware(store: Store, inventory: Inventory,
         for uri in sorted(wanted, key=lambda u: u.count("/")):  # parents first
             doc = wanted[uri]
             entry = store.get(uri)
-            current = peek(tx, store, uri)
+            current = tx.peek(uri)
             if current is not None and "Members" in doc:
                 continue  # collections keep their member lists
             if current is not None:

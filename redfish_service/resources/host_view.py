@@ -25,7 +25,6 @@ from .fabric_state import (
     host_memory_uri,
     link_ids,
     members,
-    peek,
     put_if_changed,
     ref,
 )
@@ -45,7 +44,7 @@ def sync(tx: Transaction, store: Store, snap: Snapshot) -> None:
     # what the systems show is the mockup's, and kept.
     rack = fabric_reconciled(store)
     for system_uri in snap.systems:
-        system = peek(tx, store, system_uri)
+        system = tx.peek(system_uri)
         if system is None:
             continue
         bound = list(by_system.get(system_uri, ()))
@@ -72,7 +71,7 @@ def sync(tx: Transaction, store: Store, snap: Snapshot) -> None:
             tx.put(system_uri, doc)
         if not memory:
             continue
-        if peek(tx, store, memory) is None:
+        if tx.peek(memory) is None:
             tx.create(memory, {
                 "@odata.id": memory, "@odata.type": "#MemoryCollection.MemoryCollection",
                 "Name": f"Memory of {system.get('Id', '')}", "Members": [],

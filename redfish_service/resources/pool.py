@@ -312,7 +312,7 @@ def refresh_pools(tx: Transaction, blocks: list[str]) -> None:
     """FreePool and ActivePool as the blocks' states say, in collection order."""
     free, active = [], []
     for uri in blocks:
-        status = planner.status_of(tx.get(uri) or {})
+        status = planner.status_of(tx.peek(uri) or {})
         state = status.get("CompositionState")
         if state == "Unused" and not status.get("Reserved"):
             free.append(ref(uri))

@@ -107,6 +107,7 @@ class Transaction:
         # uri -> (doc or None for deleted, private or None)
         self._staged: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}
         self._order: list[str] = []
+        self.writes = 0  # staging operations so far: whether a step wrote anything
 
     # -- reads (see own writes) -------------------------------------------------------
     def get(self, uri: str) -> dict[str, Any] | None:
@@ -116,6 +117,13 @@ class Transaction:
             return deep_copy(doc) if doc is not None else None
         entry = self._store.get(uri)
         return deep_copy(entry.doc) if entry else None
+
+    def peek(self, uri: str) -> dict[str, Any] | None:
+        """The document as this transaction sees it, not copied: for reading only (whole
+        pools are scanned per composition; a copy per block would be most of its cost)."""
+        if uri in self._staged:
+            return self._staged[uri][0]
+        return self._store.doc(uri)
 
     def private(self, uri: str) -> dict[str, Any] | None:
         if uri in self._staged:
@@ -132,6 +140,7 @@ class Transaction:
     def _staged_copy(self, uri: str) -> dict[str, Any] | None:
         """This transaction's own copy of a document, staged, to change in place: copying a
         large collection once per added member would make bulk creation quadratic."""
+        self.writes += 1
         if uri in self._staged:
             return self._staged[uri][0]
         entry = self._store.get(uri)
@@ -143,6 +152,7 @@ class Transaction:
 
     # -- writes -----------------------------------------------------------------------
     def _stage(self, uri: str, doc: dict[str, Any] | None, private: dict[str, Any] | None) -> None:
+        self.writes += 1
         if uri not in self._staged:
             self._order.append(uri)
         self._staged[uri] = (doc, private)
