@@ -118,24 +118,25 @@ class Binder:
                                       f"{unit.device} attached to node {unit.node}")
 
     async def _attach(self, claim: dict[str, Any], block_uri: str, system) -> bool:
-        """Make the block part of the system; False if it already was."""
-        while True:
-            doc = await self.rf.get(block_uri)
-            owners = [link.get("@odata.id") for link in
-                      (doc.get("Links") or {}).get("ComputerSystems") or []]
-            state = (doc.get("CompositionStatus") or {}).get("CompositionState")
-            if system.uri in owners:
+        """Make the block part of the system; False if it already was.
+
+        When the last pool read shows the block free, the attach is tried at once (one
+        request, not two); a 409 is then looked into as for a block the pool shows taken:
+        already ours (an attempt before a restart) is success, anything else fails."""
+        cached = self.state.pool.blocks.get(block_uri) if self.state.pool else None
+        if cached is None or not cached.free or cached.systems:
+            if await self._owned_by(block_uri, system):
                 return False
-            if state == "Composing":
-                await asyncio.sleep(0.1)  # someone's attach in flight (ours, before a crash)
-                continue
-            if owners or state not in ("Unused", None):
-                raise AttachFailed("DeviceInUse", f"{block_uri} is {state}"
-                                   + (f", part of {owners[0]}" if owners else ""))
-            break
         self.recorder.claim_event(claim, "Attaching", f"attaching {block_uri} to {system.uri}")
-        await self.rf.operation("POST", system.add_target,
-                                {"ResourceBlock": {"@odata.id": block_uri}})
+        body = {"ResourceBlock": {"@odata.id": block_uri}}
+        try:
+            await self.rf.operation("POST", system.add_target, body)
+        except RedfishError as e:
+            if e.status != 409:
+                raise
+            if await self._owned_by(block_uri, system):
+                return False
+            raise  # refused for another reason (the manager's driver, say)
         self.on_changed()
         members = await self.rf.get(system.uri)
         linked = {link.get("@odata.id") for link in
@@ -143,6 +144,24 @@ class Binder:
         if block_uri not in linked:
             raise RedfishError(500, None, f"{block_uri} not in {system.uri} after the attach")
         return True
+
+    async def _owned_by(self, block_uri: str, system) -> bool:
+        """Whether the block is already part of the system (True) or free to attach
+        (False), once no composition of it is in flight; DeviceInUse otherwise."""
+        while True:
+            doc = await self.rf.get(block_uri)
+            owners = [link.get("@odata.id") for link in
+                      (doc.get("Links") or {}).get("ComputerSystems") or []]
+            state = (doc.get("CompositionStatus") or {}).get("CompositionState")
+            if system.uri in owners:
+                return True
+            if state == "Composing":
+                await asyncio.sleep(0.1)  # someone's attach in flight (ours, before a crash)
+                continue
+            if owners or state not in ("Unused", None):
+                raise AttachFailed("DeviceInUse", f"{block_uri} is {state}"
+                                   + (f", part of {owners[0]}" if owners else ""))
+            return False
 
     async def _rollback(self, block_uri: str, system) -> None:
         """Take the block out of the system again if the failed attach left it there."""

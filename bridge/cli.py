@@ -54,7 +54,8 @@ async def serve(settings: Settings) -> None:
     kube = await Kube.connect(settings.kubeconfig)
     rf = Redfish(settings.redfish_url, settings.redfish_username, settings.password(),
                  ssl_ctx=ssl_context(settings.redfish_verify_tls, settings.redfish_ca_bundle),
-                 timeout_s=settings.redfish_timeout_s)
+                 timeout_s=settings.redfish_timeout_s,
+                 connections=settings.attach_concurrency + 4)  # the pool reads and SSE too
     bridge = Bridge(settings, kube, rf)
     runner = web.AppRunner(probe_app(bridge.metrics, bridge.ready), access_log=None)
     await runner.setup()

@@ -34,6 +34,9 @@ class Settings(BaseModel):
     redfish_ca_bundle: Path | None = None       # PEM bundle that signs the manager's cert
     redfish_verify_tls: bool = True
     redfish_timeout_s: float = Field(30.0, gt=0, le=600)
+    # Attaches in flight at once (and connections to the manager). A manager that groups
+    # concurrent compositions (ours does) gets through a burst faster with more.
+    attach_concurrency: int = Field(64, ge=1, le=1024)
     # Kubernetes.
     kubeconfig: Path | None = None  # default: in-cluster, then ~/.kube/config
     driver_name: str = "composable.redfish-composer.io"

@@ -66,10 +66,11 @@ class Bridge:
         self.recorder = Recorder(kube, settings.identity)
         self.publisher = Publisher(self.state, kube, self.metrics)
         self.binder = Binder(self.state, kube, redfish, self.metrics, self.recorder,
-                             on_changed=self.pool_changed)
+                             on_changed=self.pool_changed,
+                             concurrency=settings.attach_concurrency)
         self.releaser = Releaser(self.state, redfish, self.metrics,
                                  on_changed=self.pool_changed)
-        self.queue = WorkQueue(self._reconcile, workers=32)
+        self.queue = WorkQueue(self._reconcile, workers=settings.attach_concurrency)
         self.elector = LeaderElector(
             kube, settings.namespace, settings.lease_name, settings.identity,
             lease_duration_s=settings.lease_duration_s,

@@ -9,11 +9,11 @@ know is ever dropped on a read-modify-write (a typed status write would "change"
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
 
@@ -37,7 +37,7 @@ class KubeError(Exception):
 
 def _decode(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw) if raw else {}
+        value = orjson.loads(raw) if raw else {}
     except ValueError:
         return {"message": raw[:200].decode(errors="replace")}
     return value if isinstance(value, dict) else {}
@@ -118,7 +118,7 @@ class Kube:
                 if not line:
                     return
                 if line.strip():
-                    event = json.loads(line)
+                    event = orjson.loads(line)
                     if isinstance(event, dict):
                         yield event
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .inventory import Block
 from .kube import MERGE_PATCH, Kube, KubeError
 from .observe import Metrics
 from .slices import build_slices, fingerprint, group_blocks, nodes_for, pool_content, pool_name
@@ -24,6 +25,21 @@ class Publisher:
         self.state = state
         self.kube = kube
         self.metrics = metrics
+        # pool -> (the blocks it was built from, its content, the content's fingerprint)
+        self._built: dict[str, tuple[list[Block], dict[str, Any], str]] = {}
+        self._checked: dict[str, tuple[Any, ...]] = {}  # slice -> what it was found equal to
+
+    def _content(self, pool: str, blocks: list[Block]) -> tuple[dict[str, Any], str]:
+        """A pool's content and fingerprint, built again only when its blocks are not the
+        same objects as last time (the state keeps unchanged blocks' objects)."""
+        built = self._built.get(pool)
+        if built is not None and len(built[0]) == len(blocks) \
+                and all(a is b for a, b in zip(built[0], blocks, strict=True)):
+            return built[1], built[2]
+        content = pool_content(self.state.ident, pool, blocks)
+        content_id = fingerprint(content)
+        self._built[pool] = (list(blocks), content, content_id)
+        return content, content_id
 
     def desired(self) -> tuple[dict[str, list[dict[str, Any]]], dict[str, set[str]]]:
         """Pool name -> the slices it should have; node -> the pool labels it should have."""
@@ -42,11 +58,10 @@ class Publisher:
                 labels[node].add(ident.pool_label(name))
             if not nodes or not blocks:
                 continue  # nothing to offer, or no node can reach it
-            content = pool_content(ident, name, blocks)
+            content, content_id = self._content(name, blocks)
             quarantine = {d: state.quarantine[d] for d in quarantined
                           if (b := state.block_for(d)) is not None
                           and tuple(sorted(b.zones)) == zones}
-            content_id = fingerprint(content)
             out[name] = build_slices(ident, name, content,
                                      self._generation(existing.get(name, []), content_id),
                                      quarantine, content_id)
@@ -84,6 +99,7 @@ class Publisher:
                 total += len(s["spec"]["devices"])
                 await self._put(s, existing.get(name))
         for name in sorted(set(existing) - wanted):
+            self._checked.pop(name, None)
             try:
                 await self.kube.request("DELETE", f"{SLICES}/{name}")
             except KubeError as e:
@@ -120,15 +136,23 @@ class Publisher:
                     raise
             return
         meta = have.get("metadata") or {}
+        name = want["metadata"]["name"]
+        # A slice found equal to what we want, unchanged since (same resourceVersion),
+        # need not be compared device by device again.
+        checked = (meta.get("resourceVersion"), want["spec"]["pool"]["generation"],
+                   sorted(want["metadata"]["annotations"].items()))
+        if self._checked.get(name) == checked:
+            return
         prefix = self.state.ident.driver + "/"
         ours = {k: v for k, v in (meta.get("annotations") or {}).items()
                 if k.startswith(prefix)}
         if have.get("spec") == want["spec"] and ours == want["metadata"]["annotations"]:
+            self._checked[name] = checked
             return
         body = {**want, "metadata": {**want["metadata"],
                                      "resourceVersion": meta.get("resourceVersion")}}
         try:
-            await self.kube.request("PUT", f"{SLICES}/{want['metadata']['name']}", body=body)
+            await self.kube.request("PUT", f"{SLICES}/{name}", body=body)
         except KubeError as e:
             if e.status not in (404, 409):
                 raise

@@ -6,7 +6,6 @@ Only standard Redfish is used, so the bridge drives any compliant composability 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import ssl
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 log = logging.getLogger("bridge.redfish")
 
@@ -52,8 +52,9 @@ def ssl_context(verify: bool, ca_bundle: Path | None) -> ssl.SSLContext | bool:
 class Redfish:
     def __init__(self, base_url: str, username: str, password: str, *,
                  ssl_ctx: ssl.SSLContext | bool = True, timeout_s: float = 30.0,
-                 task_poll_s: float = 0.05, attempts: int = 4) -> None:
+                 task_poll_s: float = 0.05, attempts: int = 4, connections: int = 32) -> None:
         self.base = base_url.rstrip("/")
+        self.connections = connections
         self._credentials = (username, password)
         self._ssl = ssl_ctx
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -73,7 +74,8 @@ class Redfish:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32), timeout=self.timeout)
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=self.connections),
+                timeout=self.timeout)
         return self._session
 
     async def close(self) -> None:
@@ -187,7 +189,7 @@ class Redfish:
                     data.append(line[5:].lstrip())
                 elif not line and data:
                     try:
-                        event = json.loads("\n".join(data))
+                        event = orjson.loads("\n".join(data))
                     except ValueError:
                         event = None
                     data = []
@@ -200,6 +202,6 @@ async def _body(r: aiohttp.ClientResponse) -> Any:
     if not raw:
         return None
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)
     except ValueError:
         return None

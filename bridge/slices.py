@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from .inventory import Block, Pool
 
 MAX_DEVICES = 128
@@ -120,7 +122,7 @@ def pool_content(ident: Identity, pool: str, blocks: list[Block]) -> dict[str, A
 
 
 def fingerprint(content: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 def build_slices(ident: Identity, pool: str, content: dict[str, Any], generation: int,

@@ -8,6 +8,7 @@ The only remembered judgements are quarantines, and those are written on our sli
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +35,16 @@ class BridgeState:
     busy: set[str] = field(default_factory=set)                  # block URIs being worked on
     system_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     by_device: dict[str, Block] = field(default_factory=dict)    # device name -> block
+    _units: dict[str, tuple[dict[str, Any], list[Unit]]] = field(default_factory=dict)
 
     def set_pool(self, pool: Pool) -> None:
+        """Take a fresh read of the pool. A block that did not change stays the same
+        object, so what is derived from blocks can be memoized by identity."""
+        if self.pool is not None:
+            old = self.pool.blocks
+            pool = dataclasses.replace(pool, blocks={
+                uri: old[uri] if uri in old and _same_block(old[uri], b) else b
+                for uri, b in pool.blocks.items()})
         self.pool = pool
         self.pool_read_at = time.time()
         self.by_device = {device_name(b): b for b in pool.blocks.values()
@@ -90,12 +99,22 @@ class BridgeState:
         return self.by_device.get(device)
 
     def live_units(self) -> list[Unit]:
+        """The allocated devices of every live claim. A claim's units are parsed again
+        only when the cache holds a new object for it (every watch event brings one)."""
         out: list[Unit] = []
-        for claim in self.claims.values():
-            if (claim.get("metadata") or {}).get("deletionTimestamp") and not (
+        parsed: dict[str, tuple[dict[str, Any], list[Unit]]] = {}
+        for key, claim in list(self.claims.objects.items()):
+            known = self._units.get(key)
+            if known is not None and known[0] is claim:
+                found = known[1]
+            elif (claim.get("metadata") or {}).get("deletionTimestamp") and not (
                     claim.get("status") or {}).get("allocation"):
-                continue
-            out.extend(units(claim, self.ident.driver))
+                found = []
+            else:
+                found = units(claim, self.ident.driver)
+            parsed[key] = (claim, found)
+            out.extend(found)
+        self._units = parsed
         return out
 
     def held_blocks(self) -> set[str]:
@@ -114,3 +133,7 @@ class BridgeState:
 
     def system_lock(self, uri: str) -> asyncio.Lock:
         return self.system_locks.setdefault(uri, asyncio.Lock())
+
+
+def _same_block(a: Block, b: Block) -> bool:
+    return a == b and a.attributes == b.attributes and a.capacity == b.capacity

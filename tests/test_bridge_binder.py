@@ -100,3 +100,47 @@ async def test_a_missing_driver_permission_is_an_error_not_a_silent_drop(api):
     assert denied.value.status == 422
     assert any("resourceclaims/driver" in c.get("message", "") for c in denied.value.causes)
     assert not api.get("resourceclaims", "c1", "default")["status"].get("devices")
+
+
+async def test_a_stale_pool_read_does_not_attach_twice(api, aiohttp_client, settings):
+    """The bridge's last pool read shows the GPU free, but an attempt before a restart
+    already attached it to the node's system: the optimistic attach is refused (409),
+    the binder finds the block is the node's already and reports it attached, counting
+    no new attach; the block stays in exactly that one system."""
+    from redfish_service.app import create_app
+    from redfish_service.store import MemoryBackend
+
+    from bridge.inventory import read_pool
+
+    from .support.service import ADMIN_PASSWORD
+
+    service = await aiohttp_client(create_app(settings, backend=MemoryBackend()))
+    rf = Redfish(str(service.make_url("")), "admin", ADMIN_PASSWORD, ssl_ctx=False)
+    binder, state, kube, metrics = binder_for(api, "bridge-token")
+    binder.rf = rf
+    try:
+        stale = await read_pool(rf)
+        gpu = next(b for b in stale.blocks.values() if b.type == "gpu" and b.free)
+        system = next(s for s in stale.systems.values()
+                      if s.add_target and set(gpu.zones) & stale.zones_of_system(s))
+        state.set_pool(stale)
+        await rf.operation("POST", system.add_target, {"ResourceBlock": {"@odata.id": gpu.uri}})
+        node = api.create("nodes", {"metadata": {"name": "node-y"},
+                                    "status": {"nodeInfo": {"systemUUID": system.uuid}}})
+        state.nodes.objects["node-y"] = node
+        claim = allocated_claim(api, "node-y")
+        claim["status"]["allocation"]["devices"]["results"][0]["device"] = \
+            next(d for d, b in state.by_device.items() if b.uri == gpu.uri)
+        claim = api.update("resourceclaims", claim, subresource="status")
+        state.claims.objects["default/c1"] = claim
+        await binder.reconcile("default/c1")
+        after = await rf.get(gpu.uri)
+    finally:
+        await binder.recorder.drain()
+        await kube.close()
+        await rf.close()
+    [entry] = api.get("resourceclaims", "c1", "default")["status"]["devices"]
+    assert [(c["type"], c["status"]) for c in entry["conditions"]] == [
+        (f"{DRIVER}/attached", "True")]
+    assert [s["@odata.id"] for s in after["Links"]["ComputerSystems"]] == [system.uri]
+    assert metrics.registry.get_sample_value("redfish_dra_attaches_total") in (None, 0.0)
