@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the test harness (tests.support) lives in the repo
 
+from bridge.config import Settings as BridgeSettings  # noqa: E402
 from bridge.redfish import Redfish, ssl_context  # noqa: E402
 from bridge.testkit.apiserver import FakeKubeAPI  # noqa: E402
 from bridge.testkit.k8s_selectors import Selection  # noqa: E402
@@ -71,7 +72,8 @@ from tests.support.service import ServiceProcess  # noqa: E402
 HOSTS_PER_SWITCH = 10
 BLOCKS = "/redfish/v1/CompositionService/ResourceBlocks"
 ATTACHED, FAILED = f"{DRIVER}/attached", f"{DRIVER}/attach-failed"
-BRIDGE_CONCURRENCY = 32   # the bridge's binder gate, work-queue workers and connection pool
+# the bridge's binder gate, work-queue workers and connection pool (its default setting)
+BRIDGE_CONCURRENCY = BridgeSettings.model_fields["attach_concurrency"].default
 TARGET_P99_S = 2.0
 CHILDREN: list[Any] = []  # every ServiceProcess / BridgeProcess started, stopped on any exit
 

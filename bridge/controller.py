@@ -29,7 +29,6 @@ from .state import RESOURCE, BridgeState
 from .workqueue import WorkQueue
 
 log = logging.getLogger("bridge")
-POOL_MIN_INTERVAL_S = 0.2
 
 
 class Trigger:
@@ -125,7 +124,7 @@ class Bridge:
                 log.warning("reading the Redfish pool failed: %s", e)
                 await asyncio.sleep(min(0.5 * 2 ** self.pool_errors, 30))
                 continue
-            await asyncio.sleep(POOL_MIN_INTERVAL_S)
+            await asyncio.sleep(self.settings.pool_read_min_interval_s)
             await self._pool_due.wait(self.settings.resync_interval_s)
 
     async def _redfish_events(self) -> None:
