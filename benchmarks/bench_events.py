@@ -233,11 +233,12 @@ async def main() -> int:
             results["records_per_cycle"] = per_cycle
 
             assert svc.proc is not None
-            cpu0 = cpu_s(svc.proc.pid)
+            cpu0, own0 = cpu_s(svc.proc.pid), cpu_s(os.getpid())
             cycle_s = per_cycle / args.rate if args.rate else 0.0
             results["paced_changes_per_s"] = args.rate or None
             quiet = await burst(svc.url, headers, cycles, cycle_s)
             quiet["service_cpu_s"] = cpu_s(svc.proc.pid) - cpu0
+            quiet["load_cpu_s"] = cpu_s(os.getpid()) - own0
 
             ctx = mp.get_context("spawn")
             parent, child = ctx.Pipe()
@@ -249,9 +250,13 @@ async def main() -> int:
                 assert await asyncio.get_running_loop().run_in_executor(
                     None, parent.recv) == "ready"
                 await asyncio.sleep(0.5)  # let the streams' own announcements pass
-                cpu0 = cpu_s(svc.proc.pid)
+                cpu0, own0 = cpu_s(svc.proc.pid), cpu_s(os.getpid())
+                assert proc.pid is not None
+                listeners0 = cpu_s(proc.pid)
                 loaded = await burst(svc.url, headers, cycles, cycle_s)
                 loaded["service_cpu_s"] = cpu_s(svc.proc.pid) - cpu0
+                loaded["load_cpu_s"] = cpu_s(os.getpid()) - own0
+                loaded["listeners_cpu_s"] = cpu_s(proc.pid) - listeners0
                 expected_q.put(changes)
                 report = await asyncio.get_running_loop().run_in_executor(None, parent.recv)
             finally:
@@ -278,6 +283,17 @@ async def main() -> int:
         name: {"core_share": round(b["service_cpu_s"] / b["seconds"], 2),
                "ms_per_change_and_its_gets": round(b["service_cpu_s"] * 1000 / changes, 2)}
         for name, b in (("without_listeners", quiet), ("with_listeners", loaded))}
+    # Cores used by the other processes during each burst: the load client (this one:
+    # the changes and the root GETs) and the listeners' process.
+    results["other_cores"] = {
+        "load_client": {"without_listeners": round(quiet["load_cpu_s"] / quiet["seconds"], 2),
+                        "with_listeners": round(loaded["load_cpu_s"] / loaded["seconds"], 2)},
+        "listeners": round(loaded["listeners_cpu_s"] / loaded["seconds"], 2)}
+    # Root GETs per second of the service's own CPU, with over without: what the
+    # listeners cost the service itself, whatever the other processes take from it.
+    results["get_ratio_per_service_cpu"] = round(
+        (loaded["get_per_s"] / results["service_cpu"]["with_listeners"]["core_share"])
+        / (quiet["get_per_s"] / results["service_cpu"]["without_listeners"]["core_share"]), 2)
     results["get_ratio"] = round(loaded["get_per_s"] / quiet["get_per_s"], 2)
     results["targets_met"] = {
         "all_delivered": report["counts"] == report["target"],

@@ -23,7 +23,7 @@ from ..protocol.dispatch import authorize, context
 from ..protocol.errors import RedfishError
 from ..protocol.messages import message
 from ..protocol.middleware import COMMON_HEADERS
-from .hub import EventHub, Listener
+from .hub import EventHub, Listener, Pace
 from .records import EVENT_TYPE, Origin, Record, from_change, iso_time
 from .resources import EVENT_SERVICE, SSE_URI, owner_of
 
@@ -139,6 +139,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         for record in backlog:
             await response.write(_record_frame(record, context_value))
             sent = max(sent, record[0].seq)
+        pace = Pace(hub.flush_interval_s)
         while not listener.closed:
             if not listener.items:
                 if listener.overflowed:
@@ -151,6 +152,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
                     await response.write(b": keep-alive\n\n")
                 continue
             # Everything queued goes out in one write (a burst costs one syscall).
+            await pace.wait()
             frames = []
             while listener.items:
                 record = listener.items.popleft()
