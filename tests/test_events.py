@@ -100,8 +100,9 @@ async def test_composition_events_in_order_with_context_and_filters(rf, receiver
     # in place of ResourceChanged (one record per change)
     state_changes = [r for r in changed if r["MessageId"]
                      == "Composition.1.1.ResourceBlockCompositionStateChanged"]
-    assert state_changes and all(r["MessageArgs"] == [GPU] and r["MessageSeverity"] == "OK"
-                                 for r in state_changes)
+    # the registry's argument is the block's Id; the origin is its URI
+    assert state_changes and all(r["MessageArgs"] == [GPU.rsplit("/", 1)[1]]
+                                 and r["MessageSeverity"] == "OK" for r in state_changes)
 
     gpu_expected = log.ids(lambda o: o.uri == GPU or o.uri.startswith(GPU + "/"))
     await gpu_only.wait_for(lambda r: r.event_ids()[-1:] == gpu_expected[-1:])
@@ -407,8 +408,9 @@ async def test_composition_messages_for_the_blocks_of_a_composition(rf, receiver
     assert composition_only.event_ids() == expected
     records = composition_only.records
     assert {r["MessageId"] for r in records} == {COMPOSITION_STATE}
-    assert {r["MessageArgs"][0] for r in records} == {f"{BLOCKS}/sled1", GPU}
-    assert all(r["OriginOfCondition"]["@odata.id"] == r["MessageArgs"][0] for r in records)
+    assert {r["MessageArgs"][0] for r in records} == {"sled1", GPU.rsplit("/", 1)[1]}
+    assert all(r["OriginOfCondition"]["@odata.id"] == f"{BLOCKS}/{r['MessageArgs'][0]}"
+               for r in records)
     # nothing else reached it: every ResourceEvent of the composition was filtered out
     assert {r.registry for r, _ in log.records} >= {"ResourceEvent", "Composition"}
     await asyncio.sleep(0.05)

@@ -1,5 +1,6 @@
-"""A push subscription survives a SIGKILL of the service and a restart on the same state
-directory: it is listed again with the same properties (its HttpHeaders still hidden),
+"""Events across a SIGKILL of the service and a restart on the same state directory.
+
+A push subscription survives: it is listed again with the same properties (its HttpHeaders still hidden),
 and a change committed after the restart reaches its receiver with the subscription's
 Context and HttpHeaders, and only what its filters allow; its heartbeats start again."""
 
@@ -120,3 +121,65 @@ def beats(receiver: Receiver) -> list[dict]:
 def local(location: str) -> str:
     """A Location header (absolute or relative) as a path."""
     return "/" + location.split("/", 3)[3] if location.startswith("http") else location
+
+
+async def test_a_resume_after_sigkill_announces_what_was_announced_live(tmp_path):
+    """Messages chosen from the documents before and after a change (a block's
+    composition state, a resource zone's membership) are kept with the change log, so an
+    SSE client resuming with Last-Event-ID after a SIGKILL and a restart is told the same
+    records, with the same MessageIds and MessageArgs, as a client that was listening."""
+    import base64
+
+    import aiohttp
+
+    from .support.events import read_sse, read_until
+    from .support.service import insecure_context
+
+    svc = ServiceProcess(tmp_path / "state").start()
+    auth = {"Authorization": "Basic " + base64.b64encode(
+        f"admin:{svc.password}".encode()).decode()}
+    sse = "/redfish/v1/EventService/SSE"
+    try:
+        async with aiohttp.ClientSession(headers=auth) as http:
+            async with http.get(svc.url + sse, ssl=insecure_context()) as live:
+                assert live.status == 200
+                assert (await read_sse(live))[0] is None  # ": connected"
+                status, _, body = await call(svc, "POST", SYSTEMS,
+                                             compose_body("sled1", "gpu1-1", name="one"))
+                assert status == 201, body
+                status, _, body = await call(svc, "DELETE", local(body["@odata.id"]))
+                assert status in (200, 204), body
+                seen: list[tuple[str, dict]] = []
+                while True:  # until the stream has been quiet for a second
+                    try:
+                        event_id, data = await read_sse(live, 1.0)
+                    except TimeoutError:
+                        break
+                    if event_id is not None:
+                        seen.append((event_id, data))
+                    assert len(seen) < 1000
+
+        await asyncio.to_thread(svc.kill)
+        await asyncio.to_thread(svc.start)
+
+        first = int(seen[0][0])
+        async with aiohttp.ClientSession(headers=auth) as http:
+            async with http.get(svc.url + sse, ssl=insecure_context(),
+                                headers={"Last-Event-ID": str(first - 1)}) as resumed:
+                assert resumed.status == 200
+                replayed = await read_until(resumed, seen[-1][0], within=10)
+    finally:
+        await asyncio.to_thread(svc.stop)
+
+    def said(events: list[tuple[str, dict]]) -> list[tuple]:
+        return [(i, r["MessageId"], r["MessageArgs"], r["OriginOfCondition"]["@odata.id"])
+                for i, d in events for r in d["Events"]]
+
+    live_records = said(seen)
+    ids = {i for i, *_ in live_records}
+    assert said([e for e in replayed if e[0] in ids]) == live_records
+    kinds = {(m.split(".")[0], m.split(".")[-1], args[0]) for _, m, args, _ in live_records
+             if m.startswith("Composition.")}
+    # the block's composed and freed states and its zones' memberships, by Id
+    assert {("Composition", "ResourceBlockCompositionStateChanged", "gpu1-1"),
+            ("Composition", "ResourceBlockCompositionStateChanged", "sled1")} <= kinds

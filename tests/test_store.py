@@ -499,6 +499,44 @@ async def test_sqlite_write_is_atomic(tmp_path: Path):
         await reopened.close()
 
 
+async def test_notes_are_kept_with_changes_and_old_state_is_upgraded(tmp_path: Path):
+    """``Store.describe`` notes each change at commit time, while the documents before and
+    after are at hand; the note is written with the change and read back after a
+    restart, also from a state file made before the change log had notes."""
+    path = tmp_path / "state.sqlite3"
+    conn = sqlite3.connect(path)  # the change log as it was before notes
+    conn.executescript("""
+        CREATE TABLE documents (uri TEXT PRIMARY KEY, doc BLOB NOT NULL, private BLOB,
+                                revision INTEGER NOT NULL);
+        CREATE TABLE changes (seq INTEGER PRIMARY KEY, uri TEXT NOT NULL, op TEXT NOT NULL,
+                              actor TEXT, time REAL NOT NULL, odata_type TEXT,
+                              properties TEXT NOT NULL);
+        INSERT INTO changes VALUES (1, '/r/a', 'create', NULL, 1.0, NULL, '[]');
+    """)
+    conn.execute("INSERT INTO documents VALUES ('/r/a', ?, NULL, 1)",
+                 (orjson.dumps(doc("/r/a", Value=1)),))
+    conn.commit()
+    conn.close()
+    store = Store(SqliteBackend(path))
+    await store.open()
+    store.describe = lambda c: (c.before or {}).get("Value") and (
+        "went", [c.before["Value"], c.after["Value"]])
+    async with store.transaction() as tx:
+        tx.update("/r/a", {"Value": 2})
+        tx.create("/r/b", doc("/r/b"))
+    live = store.changes_since(0)
+    await store.close()
+    again = Store(SqliteBackend(path))
+    await again.open()
+    try:
+        assert [c.note for c in live] == [None, ("went", [1, 2]), None]
+        assert [(c.seq, c.note) for c in again.changes_since(0)] == [
+            (1, None), (2, ("went", [1, 2])), (3, None)]
+        assert again.changes_since(0)[1].after is None  # the documents are not kept
+    finally:
+        await again.close()
+
+
 async def test_memory_backend_keeps_nothing():
     backend = MemoryBackend()
     store = Store(backend)

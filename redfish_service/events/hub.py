@@ -26,7 +26,15 @@ from ..protocol.messages import message
 from ..store import Change, Store
 from . import resources as res
 from .messages import HEARTBEAT_EVENT
-from .records import Origin, Record, Selection, event_body, from_change, iso_time
+from .records import (
+    Origin,
+    Record,
+    Selection,
+    describe,
+    event_body,
+    from_change,
+    iso_time,
+)
 
 log = logging.getLogger("redfish_service.events")
 
@@ -268,6 +276,7 @@ class EventHub:
                 for uri in stale:
                     if tx.exists(uri):
                         tx.delete(uri)
+        self.store.describe = describe  # notes kept with each change, for replays
         self._unsubscribe = self.store.subscribe(self._on_changes)
         for uri in self.store.members(res.SUBSCRIPTIONS):
             self._add(uri)
@@ -276,6 +285,7 @@ class EventHub:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+            self.store.describe = None
         for listener in list(self.listeners):
             listener.close()
         workers = [t for d in self.destinations.values() for t in (d.task, d.beat_task)

@@ -65,11 +65,12 @@ def _specific(change: Change, entity: str) -> tuple[Registry, str, list[Any]] | 
     """The registry message that says more than ResourceChanged about ``change``, if any.
 
     Mostly needs the documents before and after the change (``Change.after``/``before``);
-    a change log reloaded after a restart has neither and those changes fall back to
-    ResourceEvent. One change gives one message, the most telling first: a task's new
-    state, a health change (severity follows the new health), a fabric zone, connection
-    or endpoint created, removed or changed (Fabric registry, from the URI alone), a
-    resource zone's blocks, a block's composition state, a block's state.
+    a change log reloaded after a restart has neither, but keeps what this said at
+    commit time (``Change.note``, see :func:`describe`). One change gives one message,
+    the most telling first: a task's new state, a health change (severity follows the
+    new health), a fabric zone, connection or endpoint created, removed or changed
+    (Fabric registry, from the URI alone), a resource zone's blocks, a block's
+    composition state, a block's state.
     """
     after, before = change.after, change.before
     if entity == "Task":
@@ -107,11 +108,12 @@ def _specific(change: Change, entity: str) -> tuple[Registry, str, list[Any]] | 
         zone_id = _path(after, "Id") or change.uri.rsplit("/", 1)[-1]
         return COMPOSITION, "ResourceZoneMembershipChanged", [zone_id]
     if entity == "ResourceBlock":
+        block_id = _path(after, "Id") or change.uri.rsplit("/", 1)[-1]  # the registry's %1
         state = _path(after, "CompositionStatus", "CompositionState")
         if state != _path(before, "CompositionStatus", "CompositionState"):
-            return COMPOSITION, "ResourceBlockCompositionStateChanged", [change.uri]
+            return COMPOSITION, "ResourceBlockCompositionStateChanged", [block_id]
         if _path(after, "Status", "State") != _path(before, "Status", "State"):
-            return COMPOSITION, "ResourceBlockStateChanged", [change.uri]
+            return COMPOSITION, "ResourceBlockStateChanged", [block_id]
     return None
 
 
@@ -154,6 +156,27 @@ class Origin:
 Record = tuple[Origin, dict[str, Any]]
 
 
+def describe(change: Change) -> tuple[Any, ...] | None:
+    """The note the store keeps with ``change`` (``Store.describe``): the specific message
+    its documents before and after call for, as (registry prefix, key, args), so that a
+    change log reloaded after a restart announces it as it was announced live."""
+    entity = entity_of_type(change.odata_type)
+    if entity in SILENT_ENTITIES:
+        return None
+    found = _specific(change, entity)
+    return None if found is None else (found[0].prefix, found[1], list(found[2]))
+
+
+def _noted(change: Change) -> tuple[Registry, str, list[Any]] | None:
+    if not change.note or len(change.note) != 3:
+        return None
+    prefix, key, args = change.note
+    registry = REGISTRIES.get(prefix)
+    if registry is None or key not in registry.messages:
+        return None  # a note from another version of the service: derive it again
+    return registry, key, list(args)
+
+
 def from_change(change: Change) -> Record | None:
     """The ResourceEvent record announcing ``change``, or None for an unannounced one."""
     entity = entity_of_type(change.odata_type)
@@ -161,7 +184,8 @@ def from_change(change: Change) -> Record | None:
         return None
     if change.op == "update" and not change.properties:
         return None  # only private data changed (password hashes, intents): nothing to say
-    registry, key, args = _specific(change, entity) or (RESOURCE_EVENT, _OPS[change.op], [])
+    registry, key, args = _noted(change) or _specific(change, entity) \
+        or (RESOURCE_EVENT, _OPS[change.op], [])
     msg = message(key, *args, registry=registry)
     record: dict[str, Any] = {
         "EventType": "Other",

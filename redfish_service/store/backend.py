@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS changes (
     actor TEXT,
     time REAL NOT NULL,
     odata_type TEXT,
-    properties TEXT NOT NULL
+    properties TEXT NOT NULL,
+    note TEXT
 );
 """
 
@@ -92,6 +93,9 @@ class SqliteBackend(Backend):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(changes)")}
+            if "note" not in columns:  # a state directory from before notes were kept
+                conn.execute("ALTER TABLE changes ADD COLUMN note TEXT")
             self._conn = conn
         return self._conn
 
@@ -111,13 +115,14 @@ class SqliteBackend(Backend):
         from .store import Change
 
         rows = self._open().execute(
-            "SELECT seq, uri, op, actor, time, odata_type, properties FROM changes"
+            "SELECT seq, uri, op, actor, time, odata_type, properties, note FROM changes"
             " ORDER BY seq DESC LIMIT ?",
             (limit,),
         ).fetchall()
         return [
-            Change(seq, uri, op, actor, t, otype, tuple(orjson.loads(props)))
-            for seq, uri, op, actor, t, otype, props in reversed(rows)
+            Change(seq, uri, op, actor, t, otype, tuple(orjson.loads(props)),
+                   tuple(orjson.loads(note)) if note else None)
+            for seq, uri, op, actor, t, otype, props, note in reversed(rows)
         ]
 
     def _write(self, changes: list[tuple[Change, StoredDocument | None]]) -> None:
@@ -139,8 +144,9 @@ class SqliteBackend(Backend):
                         ),
                     )
                 conn.execute(
-                    "INSERT INTO changes (seq, uri, op, actor, time, odata_type, properties)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO changes"
+                    " (seq, uri, op, actor, time, odata_type, properties, note)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         change.seq,
                         change.uri,
@@ -149,6 +155,7 @@ class SqliteBackend(Backend):
                         change.time,
                         change.odata_type,
                         orjson.dumps(list(change.properties)).decode(),
+                        orjson.dumps(change.note).decode() if change.note else None,
                     ),
                 )
             last = changes[-1][0].seq

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections import deque
@@ -86,6 +87,10 @@ class Change:
     time: float
     odata_type: str | None
     properties: tuple[str, ...] = ()  # top-level properties an update changed
+    # What a subscriber (Store.describe) made of the change at commit time, from the
+    # documents before and after; persisted with it, so it survives a restart that
+    # loses ``before`` and ``after``. JSON values only.
+    note: tuple[Any, ...] | None = None
     # The committed document after the change (None for a delete) and before it (None for
     # a create): shared references, never copies; in memory only (a change log reloaded
     # after a restart has neither), so readers must treat them as optional.
@@ -251,6 +256,8 @@ class Store:
         self._lock = asyncio.Lock()
         self._subscribers: list[Subscriber] = []
         self._recent: deque[Change] = deque(maxlen=change_retention)
+        # Set by the event hub: a change's note (Change.note), computed at commit.
+        self.describe: Callable[[Change], tuple[Any, ...] | None] | None = None
         self.seq = 0
 
     # -- lifecycle --------------------------------------------------------------------
@@ -336,8 +343,10 @@ class Store:
             seq += 1
             before = self._entries.get(uri)
             odata_type = (doc or (before.doc if before else {})).get("@odata.type")
-            change = Change(seq, uri, op, tx.actor, now, odata_type, props, doc,
-                            before.doc if before else None)
+            change = Change(seq, uri, op, tx.actor, now, odata_type, props, after=doc,
+                            before=before.doc if before else None)
+            if self.describe is not None and (note := self.describe(change)) is not None:
+                change = dataclasses.replace(change, note=note)
             changes.append(change)
             if doc is not None:
                 doc[ETAG] = f'"{seq}"'
