@@ -107,10 +107,9 @@ async def test_a_stale_pool_read_does_not_attach_twice(api, aiohttp_client, sett
     already attached it to the node's system: the optimistic attach is refused (409),
     the binder finds the block is the node's already and reports it attached, counting
     no new attach; the block stays in exactly that one system."""
+    from bridge.inventory import read_pool
     from redfish_service.app import create_app
     from redfish_service.store import MemoryBackend
-
-    from bridge.inventory import read_pool
 
     from .support.service import ADMIN_PASSWORD
 

@@ -1,8 +1,10 @@
 """Events across a SIGKILL of the service and a restart on the same state directory.
 
-A push subscription survives: it is listed again with the same properties (its HttpHeaders still hidden),
-and a change committed after the restart reaches its receiver with the subscription's
-Context and HttpHeaders, and only what its filters allow; its heartbeats start again."""
+A push subscription survives: it is listed again with the same properties (its
+HttpHeaders still hidden), and a change committed after the restart reaches its receiver
+with the subscription's Context and HttpHeaders, and only what its filters allow; its
+heartbeats start again. An SSE client resuming with Last-Event-ID is told what a live
+client was told."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ async def test_concurrent_steps_commit_together_each_with_its_result(setup):
 
 
 async def test_a_step_that_refuses_before_writing_fails_alone(setup):
-    store, backend, group, _ = setup
+    store, _backend, group, _ = setup
 
     def refuse(tx: Transaction) -> None:
         tx.peek(COUNTER)
@@ -91,7 +91,7 @@ async def test_a_step_that_refuses_before_writing_fails_alone(setup):
 
 
 async def test_a_step_that_fails_after_writing_takes_nothing_of_its_group_with_it(setup):
-    store, backend, group, _ = setup
+    store, _backend, group, _ = setup
 
     def half_done(tx: Transaction) -> None:
         tx.create("/r/half", doc("/r/half"))
@@ -121,7 +121,7 @@ async def test_a_failing_commit_fails_every_step_of_the_group(setup):
 
 
 async def test_actors_are_never_mixed_in_one_transaction(setup):
-    store, backend, group, _ = setup
+    store, _backend, group, _ = setup
     seen: list[tuple[str | None, str]] = []
     store.subscribe(lambda changes: seen.extend(
         (c.actor, c.uri) for c in changes if c.uri.startswith("/r/t")))
