@@ -210,6 +210,11 @@ async def test_read_pool_of_the_simulated_rack(service):
         for b in pool.blocks.values():
             kinds[b.type] = kinds.get(b.type, 0) + 1
         assert kinds["gpu"] == 16 and kinds["nvme"] == 8 and kinds["cxl-memory"] == 4
+        # a DPU is a NIC with its own processor: the DPU DeviceClass has something to match
+        assert kinds["dpu"] == 2 and kinds["nic"] == 2
+        dpu = pool.blocks["/redfish/v1/CompositionService/ResourceBlocks/dpu1-1"]
+        assert (dpu.attributes["vendor"], dpu.attributes["model"]) == (
+            "NVIDIA", "BlueField-3 B3220")
         gpu = pool.blocks["/redfish/v1/CompositionService/ResourceBlocks/gpu1-1"]
         assert gpu.attributes["vendor"] == "NVIDIA" and gpu.capacity["memory"] == "81920Mi"
         assert gpu.free and gpu.zones == ("pcie1",)

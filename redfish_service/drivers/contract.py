@@ -60,6 +60,7 @@ class Device:
     memory_mib: int = 0  # GPU memory or CXL capacity
     capacity_bytes: int = 0  # NVMe
     port_gbps: int = 0  # NIC / DPU
+    cores: int = 0  # DPU: the cores of its own processor (a DPU is a NIC with a CPU)
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,7 @@ class DeviceModel(_Spec):
     memory_mib: int = 0
     capacity_bytes: int = 0
     port_gbps: int = 0
+    cores: int = 0  # DPU: its processor's cores
 
 
 class DeviceGroup(_Spec):
@@ -196,7 +197,7 @@ NVME = DeviceModel(kind="NVMe", manufacturer="Samsung", model="PM1733 3.84TB",
 CXL_MEMORY = DeviceModel(kind="CXLMemory", manufacturer="Samsung", model="CMM-D 256GB",
                          vendor_id="0x144d", device_id="0xa800", memory_mib=262144)
 DPU = DeviceModel(kind="DPU", manufacturer="NVIDIA", model="BlueField-3 B3220",
-                  vendor_id="0x15b3", device_id="0xa2dc", port_gbps=200)
+                  vendor_id="0x15b3", device_id="0xa2dc", port_gbps=200, cores=16)
 NIC = DeviceModel(kind="NIC", manufacturer="NVIDIA", model="ConnectX-7 400GbE",
                   vendor_id="0x15b3", device_id="0x1021", port_gbps=400)
 
@@ -460,7 +461,7 @@ class SimulatedDriver(InventoryDriver, BindingDriver, EventSource, FaultInjector
                     serial=self._serial(m.kind.upper(), len(devices) + 1),
                     vendor_id=m.vendor_id, device_id=m.device_id,
                     memory_mib=m.memory_mib, capacity_bytes=m.capacity_bytes,
-                    port_gbps=m.port_gbps,
+                    port_gbps=m.port_gbps, cores=m.cores,
                 ))
         sleds = tuple(
             Sled(id=s.id, switch=s.switch, manufacturer=s.manufacturer, model=s.model,

@@ -104,7 +104,10 @@ def _contained(block: dict[str, Any], prop: str, member_id: str,
 
 
 def device_documents(device: Device) -> list[dict[str, Any]]:
-    block = _block(device.id, f"{device.kind} {device.id}", [BLOCK_TYPES[device.kind]])
+    types = [BLOCK_TYPES[device.kind]]
+    if device.kind == "DPU" and device.cores:
+        types.append("Processor")  # it carries its own CPU
+    block = _block(device.id, f"{device.kind} {device.id}", types)
     common = {"Manufacturer": device.manufacturer, "Model": device.model,
               "SerialNumber": device.serial}
     if device.kind == "GPU":
@@ -129,6 +132,13 @@ def device_documents(device: Device) -> list[dict[str, Any]]:
         inner = _contained(block, "NetworkInterfaces", "NIC0", {
             "@odata.type": NETWORK_INTERFACE_TYPE, "Name": f"{device.kind} {device.id}",
         })
+        if device.kind == "DPU" and device.cores:
+            cpu = _contained(block, "Processors", "DPU0", {
+                "@odata.type": PROCESSOR_TYPE, "Name": f"DPU processor {device.id}",
+                "ProcessorType": "CPU", "ProcessorArchitecture": "ARM",
+                "InstructionSet": "ARM-A64", "TotalCores": device.cores, **common,
+            })
+            return [block, cpu, inner]
     return [block, inner]
 
 
