@@ -181,6 +181,20 @@ def test_sushy_composed_system_life(service):
             check_block(comp, block, uri)
         assert comp.pool("ActivePool") == set(wanted)
         assert comp.pool("FreePool") == free - set(wanted)
+        # what it is made of, as sushy reads a system: the sled's CPUs and the GPU, the
+        # sled's memory, the NVMe drive in its storage
+        inside = [*ids(comp.block(chosen["Compute"]).json["Processors"]),
+                  *ids(comp.block(chosen["Processor"]).json["Processors"])]
+        procs = system.processors.get_members()
+        assert [p.path for p in procs] == inside
+        assert [str(p.processor_type.value) for p in procs] == [
+            *["CPU"] * (len(inside) - 1), "GPU"]
+        # (sushy's System has no memory collection: read through its connector)
+        _, _, memory = comp.get(system.json["Memory"]["@odata.id"])
+        assert ids(memory["Members"]) == ids(comp.block(chosen["Compute"]).json["Memory"])
+        [storage] = system.storage.get_members()
+        assert [d.path for d in storage.drives] == [f"{chosen['Storage']}/Drives/Drive0"]
+        assert storage.drives[0].protocol.value == "NVMe"
 
         # the sled is taken now: sushy surfaces the Composition registry's message
         with pytest.raises(sushy_exceptions.HTTPError) as refused:

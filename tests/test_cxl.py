@@ -188,7 +188,9 @@ async def test_a_composed_system_gets_memory_through_its_sled(rf):
     assert {u.rsplit("/", 1)[1] for u in ids(system["PCIeDevices"])} == {"gpu2-1", "cxlmem3"}
     connection = await get(rf, f"{CXL}/Connections/sled2-cxlmem3")
     assert ids(connection["Links"]["InitiatorEndpoints"]) == [f"{CXL}/Endpoints/sled2"]
-    assert await members(rf, system["Memory"]["@odata.id"]) == [f"{system_uri}/Memory/cxlmem3"]
+    # the CXL device as its logical entry, then the sled's own DRAM (not the CXL block's)
+    assert await members(rf, system["Memory"]["@odata.id"]) == [
+        f"{system_uri}/Memory/cxlmem3", f"{BLOCKS}/sled2/Memory/DRAM0"]
     assert (await rf.delete(system_uri, headers=ADMIN)).status == 204
     assert await members(rf, f"{CXL}/Connections") == []
     assert (await rf.get(f"{system_uri}/Memory/cxlmem3", headers=ADMIN)).status == 404

@@ -124,6 +124,14 @@ def test_sushy_composes_against_public_composability(tmp_path):
                 block(n) for n in ("ComputeBlock2", "OffloadBlock9", "DriveBlock5",
                                    "DriveBlock3")]
             assert system.json["ProcessorSummary"]["Count"] == 2  # ComputeBlock2's CPUs
+            # as DMTF's own composed systems do, it lists the resources of its blocks
+            procs = {p.path: str(p.processor_type.value)
+                     for p in system.processors.get_members()}
+            assert {u.split("/")[-3] for u in procs} == {"ComputeBlock2", "OffloadBlock9"}
+            assert sorted(procs.values()).count("CPU") == 2
+            [storage] = system.storage.get_members()
+            assert {d.path.split("/")[-3] for d in storage.drives} == {"DriveBlock5",
+                                                                      "DriveBlock3"}
             assert state(comp, "ComputeBlock2") == (COMPOSED, [uri], 1)
             assert state(comp, "OffloadBlock9") == (COMPOSED, [uri], 1)
             assert state(comp, "DriveBlock5") == (SHARED, [uri], 1)

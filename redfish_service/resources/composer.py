@@ -33,6 +33,7 @@ from ..protocol.errors import RedfishError
 from ..store import GroupCommit, Store, Transaction
 from . import reservations, uris
 from .fabrics import sync_zones
+from .host_view import COMPOSED
 from .pool import ZONES, refresh_pools
 
 T = TypeVar("T")
@@ -219,7 +220,7 @@ class Composer:
 
     def _commit(self, tx: Transaction, batch: Batch) -> None:
         for uri, doc in batch.created.items():
-            tx.create(uri, doc)
+            tx.create(uri, doc, dict(COMPOSED))  # its views are the service's (host_view)
         for uri, doc in batch.created_blocks.items():
             tx.create(uri, doc)
         for uri in batch.deleted_blocks:

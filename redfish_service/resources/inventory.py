@@ -18,7 +18,7 @@ from ..protocol.errors import RedfishError
 from ..protocol.fields import Str, apply_patch, shown_value
 from ..protocol.messages import message
 from ..store import Store
-from . import uris
+from . import host_view, uris
 from .context import Ctx
 from .kind import ActionResult, Created, Kind, checked_entry
 from .registration import unregistered
@@ -198,7 +198,7 @@ async def reconcile(store: Store, inventory: Inventory) -> None:
                     own = doc["Links"]["ResourceBlocks"]
                     doc["Links"]["ResourceBlocks"] = own + [b for b in attached if b not in own]
                 # So do the devices it shows (fabrics.sync_zones keeps them).
-                for key in ("PCIeDevices", "PCIeDevices@odata.count", "Memory"):
+                for key in host_view.OWNED:
                     if key in current and doc["@odata.type"] == SYSTEM_TYPE:
                         doc[key] = current[key]
                 current.pop("@odata.etag", None)
