@@ -152,6 +152,49 @@ async def test_composing_after_a_decomposition_on_public_composability(aiohttp_c
     assert svc.new_violations() == []
 
 
+async def test_registering_a_mockup_host_server(aiohttp_client, tmp_path):
+    """public-composability's SystemPreResourceBlock is a physical server with no block:
+    RegisterResourceBlock (POST ResourceBlocks) makes its ComputerSystem block in the zone
+    the collection advertises for registration, and the system becomes expandable; a
+    second registration, a composed system and a missing one are refused with the right
+    messages; deleting the block unregisters it, and it can register again."""
+    svc = await serve(aiohttp_client, tmp_path, mockup("public-composability"))
+    host = f"{SYSTEMS}/SystemPreResourceBlock"
+    zone3 = "/redfish/v1/CompositionService/ResourceZones/3"
+
+    def register(system: str) -> dict:
+        return {"Name": "pre", "ComputerSystems": [{"@odata.id": system}]}
+
+    for system, status, message_id in (
+            (f"{SYSTEMS}/ComposedSystem", 400, "Base.1.22.PropertyValueIncorrect"),
+            (f"{SYSTEMS}/Nope", 400, "Base.1.22.ResourceMissingAtURI"),
+            (f"{SYSTEMS}/SystemAfterResourceBlock", 409, "Base.1.22.ResourceAlreadyExists")):
+        code, _, body = await svc.request("POST", BLOCKS, register(system))
+        assert (code, message_ids(body)) == (status, [message_id]), body
+    assert svc.untouched(set()) == []
+
+    status, headers, body = await svc.request("POST", BLOCKS, register(host))
+    assert status == 201, body
+    made = local_path(headers["Location"])
+    assert body["ResourceBlockType"] == ["ComputerSystem"] and body["Name"] == "pre"
+    assert [s["@odata.id"] for s in body["ComputerSystems"]] == [host]
+    assert [z["@odata.id"] for z in body["Links"]["Zones"]] == [zone3]
+    assert made in [b["@odata.id"] for b in (await svc.get(zone3))["Links"]["ResourceBlocks"]]
+    system = await svc.get(host)
+    assert system["Composition"]["UseCases"] == ["ExpandableSystem"]
+    assert "#ComputerSystem.AddResourceBlock" in system["Actions"]
+    assert system["Storage"] == {"@odata.id": f"{host}/Storage"}  # the mockup's own, kept
+    code, _, body = await svc.request("POST", BLOCKS, register(host))
+    assert (code, message_ids(body)) == (409, ["Base.1.22.ResourceAlreadyExists"]), body
+
+    status, _, body = await svc.request("DELETE", made)
+    assert status == 204, body
+    assert (await svc.get(host))["Composition"]["UseCases"] == ["ResourceBlockCapable"]
+    status, _, body = await svc.request("POST", BLOCKS, register(host))
+    assert status == 201, body
+    assert svc.new_violations() == []
+
+
 async def test_shared_blocks_stay_with_their_other_systems(aiohttp_client, tmp_path):
     """DriveBlock3 is in ComposedSystem and ComposedSystem2: decomposing one leaves it in
     the other; a new system may share it too."""

@@ -69,18 +69,23 @@ async def test_a_host_holding_devices_cannot_be_unregistered(rf):
     assert await state(rf, HOST, OWN, f"{ZONES}/pcie1") == before
 
 
-@pytest.mark.parametrize(("body", "status"), [
-    ({"ComputerSystems": [{"@odata.id": HOST}]}, 409),  # registered already
-    ({"ComputerSystems": [{"@odata.id": "/redfish/v1/Systems/nope"}]}, 400),
-    ({"ComputerSystems": HOST}, 400),
-    ({"Name": "x"}, 400),
-    ({"ComputerSystems": [{"@odata.id": HOST}], "Oem": 1}, 400),
-    ({"ComputerSystems": [{"@odata.id": HOST}], "Links": {"Zones": "pcie1"}}, 400),
+@pytest.mark.parametrize(("body", "status", "message_id"), [
+    ({"ComputerSystems": [{"@odata.id": HOST}]}, 409, "ResourceAlreadyExists"),  # registered
+    ({"ComputerSystems": [{"@odata.id": "/redfish/v1/Systems/nope"}]}, 400,
+     "ResourceMissingAtURI"),
+    ({"ComputerSystems": HOST}, 400, "PropertyValueTypeError"),
+    ({"Name": "x"}, 400, "PropertyMissing"),
+    ({"ComputerSystems": [{"@odata.id": HOST}], "Oem": 1}, 400, "PropertyUnknown"),
+    ({"ComputerSystems": [{"@odata.id": HOST}], "Links": {"Zones": "pcie1"}}, 400,
+     "PropertyValueTypeError"),
 ])
-async def test_bad_registrations_change_nothing(rf, body, status):
+async def test_bad_registrations_change_nothing(rf, body, status, message_id):
     before = await state(rf, BLOCKS, HOST, f"{ZONES}/pcie1")
     resp = await rf.post(BLOCKS, json=body, headers=ADMIN)
     assert resp.status == status, await resp.text()
+    error = (await resp.json())["error"]
+    assert [m["MessageId"].rsplit(".", 1)[1] for m in error["@Message.ExtendedInfo"]] == [
+        message_id]
     assert await state(rf, BLOCKS, HOST, f"{ZONES}/pcie1") == before
 
 

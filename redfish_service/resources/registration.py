@@ -79,6 +79,17 @@ def collection_capabilities(zones: list[str]) -> dict[str, Any]:
     }
 
 
+def advertised(store: Store) -> list[str]:
+    """The zones the ResourceBlocks collection offers for ``RegisterResourceBlock``."""
+    capabilities = (store.doc(BLOCKS) or {}).get("@Redfish.CollectionCapabilities")
+    out: list[str] = []
+    for cap in (capabilities or {}).get("Capabilities") or []:
+        if isinstance(cap, dict) and cap.get("UseCase") == "RegisterResourceBlock":
+            out += [z.rstrip("/") for z in planner.link_ids(
+                (cap.get("Links") or {}).get("RelatedItem"))]
+    return out
+
+
 def advertise(tx: Transaction, zones: list[str]) -> None:
     collection = tx.get(BLOCKS)
     if collection is not None:
@@ -125,14 +136,24 @@ async def register(ctx: Ctx, body: Any) -> Created:
 
     def plan(view: View) -> None:
         system = view.system(system_uri)
-        if system is None or system.get("SystemType") != "Physical":
-            raise RedfishError.of(400, "ResourceBlockInvalid", host_id, registry=COMPOSITION)
-        state = _state(ctx.store)
-        if host_id not in state:
-            raise RedfishError.of(409, "ResourceAlreadyExists", "ComputerSystems",
+        if system is None:
+            raise RedfishError.of(400, "ResourceMissingAtURI", system_uri,
+                                  related=["/ComputerSystems/0"])
+        if system.get("SystemType") != "Physical":  # composed, virtual, a partition...
+            raise RedfishError.of(400, "PropertyValueIncorrect", "ComputerSystems",
+                                  system_uri, related=["/ComputerSystems/0"])
+        if any("ComputerSystem" in planner.block_types(b)
+               and system_uri in planner.link_ids(b.get("ComputerSystems"))
+               for b in view.blocks.values()):
+            raise RedfishError.of(409, "ResourceAlreadyExists", "ResourceBlock",
                                   "ComputerSystems", system_uri)
-        wanted = state[host_id] if zones is None else zones
-        if not wanted or not set(wanted) <= set(state[host_id]):
+        # the zones it may join: those it was in when a client unregistered it, else
+        # those the collection advertises for registration (a mockup's never-registered
+        # host, SystemPreResourceBlock in public-composability)
+        state = _state(ctx.store)
+        allowed = state[host_id] if host_id in state else advertised(ctx.store)
+        wanted = allowed if zones is None else zones
+        if not wanted or not set(wanted) <= set(allowed):
             raise RedfishError.of(400, "IncompatibleZone", registry=COMPOSITION)
         chosen["zones"] = wanted
 
@@ -143,9 +164,10 @@ async def register(ctx: Ctx, body: Any) -> Created:
         from .pool import host_block_doc, refresh_pools
 
         state = _state(ctx.store)
-        del state[host_id]
-        _save(tx, state)
+        if state.pop(host_id, None) is not None:
+            _save(tx, state)
         block = host_block_doc(host_id)
+        block["ComputerSystems"] = [{"@odata.id": system_uri}]
         if isinstance(body.get("Name"), str) and body["Name"].strip():
             block["Name"] = body["Name"]
         block["Links"]["Zones"] = [{"@odata.id": z} for z in chosen["zones"]]
