@@ -99,7 +99,8 @@ def _fabric_violations(doc: Docs, members, blocks: dict[str, dict[str, Any]]) ->
     """Fabric zones hold exactly each initiator's bound devices; endpoints agree; ports
     and endpoints link both ways; every bound CXL memory device has one Connection to its
     initiator and one Memory entry in its system (free ones none); systems list the
-    PCIe devices of exactly their attached device blocks."""
+    PCIe devices of exactly their attached device blocks, and the processors, network
+    interfaces and drives those blocks hold."""
     from ..protocol.errors import RedfishError
     from .planner import driver_host, host_block
 
@@ -253,4 +254,17 @@ def _host_device_violations(doc: Docs, members, blocks: dict[str, dict[str, Any]
                        f"has blocks {sorted(attached)}")
         if system.get("PCIeDevices@odata.count", len(shown)) != len(system.get("PCIeDevices", ())):
             out.append(f"{system_uri} PCIeDevices@odata.count disagrees")
+        # what its blocks hold is what it lists (host_view)
+        held: dict[str, set[str]] = {"Processors": set(), "NetworkInterfaces": set(),
+                                     "Drives": set()}
+        for uri in _ids(system.get("Links", {}).get("ResourceBlocks")):
+            for prop, found in held.items():
+                found |= _ids(blocks.get(uri, {}).get(prop))
+        listed = {"Processors": set(members(f"{system_uri}/Processors")),
+                  "NetworkInterfaces": set(members(f"{system_uri}/NetworkInterfaces")),
+                  "Drives": _ids((doc(f"{system_uri}/Storage/Pooled") or {}).get("Drives"))}
+        for prop, found in held.items():
+            if listed[prop] != found:
+                out.append(f"{system_uri} lists {prop} {sorted(listed[prop])}, its blocks "
+                           f"hold {sorted(found)}")
     return out
