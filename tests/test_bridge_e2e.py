@@ -21,6 +21,7 @@ from .support.bridge import (
     bridge_rules,
     composed_devices,
     device_statuses,
+    device_class,
     gpu_class,
     make_pod,
     published_devices,
@@ -115,6 +116,22 @@ async def test_gpu_claim_attached_before_the_pod_binds_then_released(api, procs,
     assert metrics["redfish_dra_attaches_total"] == 1
     assert metrics["redfish_dra_detaches_total"] == 1
     assert metrics["redfish_dra_leader"] == 1
+
+
+async def test_a_dpu_claim_gets_a_dpu_not_a_nic(api, procs, tmp_path):
+    """deploy/'s DPU DeviceClass selects the pool's DPUs (NICs with their own processor),
+    and the claim's DPU is attached to the node's system like a GPU."""
+    svc, nodes, _ = await start(api, procs, tmp_path)
+    dpus = await until(lambda: {d for d in published_devices(api) if d.startswith("rb-dpu")},
+                       30, "the DPUs published")
+    assert not {d for d in published_devices(api) if d.startswith("rb-nic")}
+    make_pod(api, "p1", device_class("dpu"))
+    sched = SchedulerSimulator(api, poll_s=0.05, binding_timeout_s=30)
+    result = await asyncio.wait_for(sched.schedule("default", "p1"), 60)
+    claim = claim_of(api, "p1")
+    [(_, device)] = allocated(claim)
+    assert device in dpus and device_statuses(claim)[device] == {ATTACHED: "True"}
+    assert composed_devices(svc)[nodes[result.node]] == [block_of(device)]
 
 
 async def test_failed_bind_is_reported_and_the_scheduler_retries_elsewhere(api, procs, tmp_path):

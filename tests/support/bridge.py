@@ -198,13 +198,18 @@ def seed_cluster(api, service: ServiceProcess, hosts: list[str] | None = None) -
 
 
 @functools.cache
-def gpu_class() -> str:
+def device_class(kind: str) -> str:
+    """The name of deploy/'s DeviceClass selecting ``kind`` (gpu, dpu...)."""
     for path in sorted((ROOT / "deploy").rglob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if isinstance(doc, dict) and doc.get("kind") == "DeviceClass" \
-                    and "'gpu'" in json.dumps(doc):
+                    and f"'{kind}'" in json.dumps(doc):
                 return doc["metadata"]["name"]
-    raise AssertionError("deploy/ has no GPU DeviceClass")
+    raise AssertionError(f"deploy/ has no {kind} DeviceClass")
+
+
+def gpu_class() -> str:
+    return device_class("gpu")
 
 
 def make_pod(api, name: str, device_class: str, namespace: str = "default") -> None:
