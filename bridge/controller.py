@@ -115,7 +115,7 @@ class Bridge:
     async def _pool_loop(self) -> None:
         while True:
             try:
-                self.state.set_pool(await read_pool(self.rf))
+                self.state.set_pool(await read_pool(self.rf, self.state.pcie_functions))
                 self.pool_errors = 0
                 self._publish_due.set()
                 self._release_due.set()

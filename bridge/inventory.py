@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .redfish import Redfish
+from .redfish import Redfish, RedfishError
 
 COMPOSITION = "/redfish/v1/CompositionService"
 SYSTEMS = "/redfish/v1/Systems"
@@ -81,9 +81,19 @@ def _quantity_mib(mib: Any) -> str | None:
     return f"{int(mib)}Mi" if isinstance(mib, int | float) and mib > 0 else None
 
 
-def classify(block: dict[str, Any]) -> tuple[str | None, dict[str, str], dict[str, str]]:
+def _function_link(resource: dict[str, Any]) -> str | None:
+    """The first PCIe function a Processor or Drive names (``Links.PCIeFunctions``)."""
+    for link in (resource.get("Links") or {}).get("PCIeFunctions") or []:
+        if isinstance(link, dict) and isinstance(link.get("@odata.id"), str):
+            return link["@odata.id"]
+    return None
+
+
+def classify(block: dict[str, Any], functions: dict[str, dict[str, Any]] | None = None,
+             ) -> tuple[str | None, dict[str, str], dict[str, str]]:
     """The device type, attributes and capacity of a block from the documents inside it
-    (expanded members; links alone give no type)."""
+    (expanded members; links alone give no type). ``functions``: PCIe function documents
+    by URI, for the PCI ids of the resource's function."""
     inner = {p: [m for m in block.get(p) or [] if isinstance(m, dict)] for p in DEVICE_PROPS}
     processors = inner["Processors"]
     kind: str | None = None
@@ -121,18 +131,19 @@ def classify(block: dict[str, Any]) -> tuple[str | None, dict[str, str], dict[st
         value = main.get(prop)
         if isinstance(value, str) and value:
             attrs[name] = value[:64]
-    ids = main.get("PCIeFunctions") or {}
+    function = (functions or {}).get(_function_link(main) or "") or {}
     for prop, name in (("VendorId", "pcieVendorId"), ("DeviceId", "pcieDeviceId")):
-        value = main.get(prop) or (ids.get(prop) if isinstance(ids, dict) else None)
+        value = main.get(prop) or function.get(prop)
         if isinstance(value, str) and re.fullmatch(r"0[xX][0-9a-fA-F]{4}", value):
             attrs[name] = value.lower()
     return kind, attrs, capacity
 
 
-def parse_block(doc: dict[str, Any]) -> Block:
+def parse_block(doc: dict[str, Any], functions: dict[str, dict[str, Any]] | None = None,
+                ) -> Block:
     status = doc.get("CompositionStatus") or {}
     links = doc.get("Links") or {}
-    kind, attrs, capacity = classify(doc)
+    kind, attrs, capacity = classify(doc, functions)
     health = (doc.get("Status") or {}).get("Health")
     return Block(
         uri=str(doc["@odata.id"]), id=str(doc.get("Id", "")), type=kind,
@@ -179,18 +190,42 @@ async def _members(rf: Redfish, collection: str, levels: int) -> list[dict[str, 
     return list(await asyncio.gather(*(fetch(m["@odata.id"]) for m in members)))
 
 
+async def _read_functions(rf: Redfish, block_docs: list[dict[str, Any]],
+                          functions: dict[str, dict[str, Any]]) -> None:
+    wanted = {uri for doc in block_docs for p in DEVICE_PROPS
+              for m in doc.get(p) or [] if isinstance(m, dict)
+              and (uri := _function_link(m)) is not None and uri not in functions}
+    gate = asyncio.Semaphore(16)
+
+    async def read(uri: str) -> None:
+        async with gate:
+            try:
+                doc = await rf.get(uri)
+            except RedfishError as e:
+                if e.status != 404:
+                    return  # read again next time
+                doc = {}
+        functions[uri] = {k: doc.get(k) for k in ("VendorId", "DeviceId") if k in doc}
+
+    await asyncio.gather(*(read(u) for u in sorted(wanted)))
+
+
 def _inner_expanded(member: dict[str, Any]) -> bool:
     return all("Id" in link for p in DEVICE_PROPS
                for link in member.get(p) or [] if isinstance(member.get(p), list)
                and isinstance(link, dict))
 
 
-async def read_pool(rf: Redfish) -> Pool:
+async def read_pool(rf: Redfish, functions: dict[str, dict[str, Any]] | None = None) -> Pool:
+    """The pool as Redfish shows it now. ``functions`` caches the PCIe functions the
+    devices name (their PCI ids never change): each is read once, then reused."""
+    functions = {} if functions is None else functions
     zones_docs, block_docs, system_docs = await asyncio.gather(
         _members(rf, f"{COMPOSITION}/ResourceZones", 1),
         _members(rf, f"{COMPOSITION}/ResourceBlocks", 2),
         _members(rf, SYSTEMS, 1))
-    blocks = {b.uri: b for b in map(parse_block, block_docs)}
+    await _read_functions(rf, block_docs, functions)
+    blocks = {b.uri: b for b in (parse_block(d, functions) for d in block_docs)}
     systems = {s.uri: s for s in map(parse_system, system_docs)}
     zones = {str(z.get("Id")): frozenset(_uris((z.get("Links") or {}).get("ResourceBlocks")))
              for z in zones_docs}

@@ -36,6 +36,8 @@ class BridgeState:
     system_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     by_device: dict[str, Block] = field(default_factory=dict)    # device name -> block
     _units: dict[str, tuple[dict[str, Any], list[Unit]]] = field(default_factory=dict)
+    # PCIe function URI -> its PCI ids: hardware facts, read once (inventory.read_pool)
+    pcie_functions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def set_pool(self, pool: Pool) -> None:
         """Take a fresh read of the pool. A block that did not change stays the same

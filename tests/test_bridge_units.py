@@ -205,7 +205,21 @@ async def test_read_pool_of_the_simulated_rack(service):
     rf = Redfish(service.url, "admin", service.password,
                  ssl_ctx=ssl_context(True, service.cert))
     async with rf:
-        pool = await read_pool(rf)
+        functions: dict = {}
+        pool = await read_pool(rf, functions)
+        assert functions and all("/PCIeFunctions/" in u for u in functions)
+        # read once: a second read of the pool reads no PCIe function again
+        asked: list[str] = []
+        get = rf.get
+
+        async def counting(path: str, *args, **kwargs):
+            asked.append(path)
+            return await get(path, *args, **kwargs)
+
+        rf.get = counting
+        await read_pool(rf, functions)
+        rf.get = get
+        assert asked and not [u for u in asked if "/PCIeFunctions/" in u]
         kinds: dict[str | None, int] = {}
         for b in pool.blocks.values():
             kinds[b.type] = kinds.get(b.type, 0) + 1
@@ -217,6 +231,11 @@ async def test_read_pool_of_the_simulated_rack(service):
             "NVIDIA", "BlueField-3 B3220")
         gpu = pool.blocks["/redfish/v1/CompositionService/ResourceBlocks/gpu1-1"]
         assert gpu.attributes["vendor"] == "NVIDIA" and gpu.capacity["memory"] == "81920Mi"
+        # the PCI ids come from the PCIe function the GPU's Processor links to
+        assert (gpu.attributes["pcieVendorId"], gpu.attributes["pcieDeviceId"]) == (
+            "0x10de", "0x2331")
+        nvme = pool.blocks["/redfish/v1/CompositionService/ResourceBlocks/nvme1-1"]
+        assert nvme.attributes["pcieVendorId"] == "0x144d"
         assert gpu.free and gpu.zones == ("pcie1",)
         cxl = pool.blocks["/redfish/v1/CompositionService/ResourceBlocks/cxlmem1"]
         assert set(cxl.zones) == {"pcie1", "pcie2"}

@@ -54,7 +54,7 @@ TARGETS = {  # device kind -> (EntityType, contained resource the entity is)
 DYNAMIC_LINKS = {ZONE_TYPE: ("Endpoints", "InvolvedSwitches"),
                  ENDPOINT_TYPE: ("Zones", "Connections")}
 SOURCE = {"source": "fabric"}  # private part of the chassis this module owns
-MODEL_VERSION = 3  # of the hardware documents ``desired`` builds; see ``fingerprint``
+MODEL_VERSION = 4  # of the hardware documents ``desired`` builds; see ``fingerprint``
 
 
 def zone_id(initiator: str) -> str:

@@ -34,8 +34,22 @@ CLASSES = {
     "DPU": ("0x020000", "NetworkController"),
     "NIC": ("0x020000", "NetworkController"),
 }
-# device kind -> (PCIeFunction link, contained resource of its block)
-FUNCTION_LINKS = {"GPU": ("Processor", "Processors/GPU0"), "NVMe": ("Drives", "Drives/Drive0")}
+
+
+def served_resource(device: Device) -> tuple[str, str] | None:
+    """What the device's PCIe function serves: (the function's link property, the
+    contained resource of the device's block), or None (a NIC, CXL memory)."""
+    if device.kind == "GPU":
+        return "Processor", "Processors/GPU0"
+    if device.kind == "DPU" and device.cores:
+        return "Processor", "Processors/DPU0"
+    if device.kind == "NVMe":
+        return "Drives", "Drives/Drive0"
+    return None
+
+
+def function_uri(device: Device) -> str:
+    return f"{pcie_device_uri(device.switch, device.id)}/PCIeFunctions/{FUNCTION_ID}"
 
 
 def _collection(uri: str, entity: str, name: str) -> dict[str, Any]:
@@ -93,17 +107,16 @@ def device_documents(fabric: str, switch: Switch, device: Device) -> dict[str, d
     if device.kind == "GPU":
         doc["Links"]["Processors"] = [ref(f"{block}/Processors/GPU0")]
     class_code, device_class = CLASSES.get(device.kind, ("0x000000", "Other"))
-    function_uri = f"{uri}/PCIeFunctions/{FUNCTION_ID}"
     function: dict[str, Any] = {
-        "@odata.id": function_uri, "@odata.type": PCIE_FUNCTION_TYPE, "Id": FUNCTION_ID,
+        "@odata.id": function_uri(device), "@odata.type": PCIE_FUNCTION_TYPE, "Id": FUNCTION_ID,
         "Name": f"Function {FUNCTION_ID} of {device.id}", "FunctionId": int(FUNCTION_ID),
         "FunctionType": "Physical", "FunctionProtocol": "CXL" if cxl else "PCIe",
         "DeviceClass": device_class, "ClassCode": class_code,
         "VendorId": device.vendor_id, "DeviceId": device.device_id, "Status": OK,
         "Links": {"PCIeDevice": ref(uri)},
     }
-    if device.kind in FUNCTION_LINKS:
-        prop, inner = FUNCTION_LINKS[device.kind]
+    if (served := served_resource(device)) is not None:
+        prop, inner = served
         target = ref(f"{block}/{inner}")
         function["Links"][prop] = target if prop == "Processor" else [target]
     if cxl:
@@ -113,5 +126,5 @@ def device_documents(fabric: str, switch: Switch, device: Device) -> dict[str, d
         uri: doc,
         functions: _collection(functions, "PCIeFunctionCollection",
                                f"PCIe functions of {device.id}"),
-        function_uri: function,
+        function["@odata.id"]: function,
     }

@@ -15,9 +15,10 @@ from ..composition import planner
 from ..drivers.contract import Device, Host, Inventory, Sled
 from ..protocol.errors import method_not_allowed
 from ..store import Store, Transaction
-from . import uris
+from . import pcie_devices, uris
 from .accounts import collection_doc
 from .composition_service import ACTION_INFO, action_info_doc, compose_action
+from .fabric_state import pcie_device_uri
 from .kind import Kind, checked_entry
 from .registration import CAPABILITIES as REGISTRATION_CAPABILITIES
 from .registration import advertise as advertise_registration
@@ -138,8 +139,22 @@ def device_documents(device: Device) -> list[dict[str, Any]]:
                 "ProcessorType": "CPU", "ProcessorArchitecture": "ARM",
                 "InstructionSet": "ARM-A64", "TotalCores": device.cores, **common,
             })
+            _link_function(device, cpu)
             return [block, cpu, inner]
+    _link_function(device, inner)
     return [block, inner]
+
+
+def _link_function(device: Device, resource: dict[str, Any]) -> None:
+    """The PCIe device and function behind a device's Processor or Drive (the function
+    has the PCI vendor and device ids a client may select on)."""
+    served = pcie_devices.served_resource(device)
+    if served is None or not resource["@odata.id"].endswith("/" + served[1]):
+        return
+    links: dict[str, Any] = {"PCIeFunctions": [ref(pcie_devices.function_uri(device))]}
+    if served[0] == "Processor":
+        links["PCIeDevice"] = ref(pcie_device_uri(device.switch, device.id))
+    resource["Links"] = links
 
 
 def sled_documents(sled: Sled) -> list[dict[str, Any]]:
