@@ -202,3 +202,47 @@ async def test_systems_advertise_specific_and_constrained_composition(client, ad
     for method in ("PATCH", "DELETE"):
         resp = await client.request(method, uri, json={"AssetTag": "x"}, headers=admin)
         assert resp.status == 405, method
+
+
+async def test_refreshing_only_the_changed_blocks_gives_the_full_answer():
+    """``refresh_pools(..., changed)`` (what a composition commit uses) leaves FreePool
+    and ActivePool exactly as recomputing them from every block would, in collection
+    order, over random state changes, deletions and new blocks."""
+    import random
+
+    rng = random.Random(7)
+    store = Store(MemoryBackend())
+    await store.open()
+    blocks_uri = pool.BLOCKS
+    states = ["Unused", "Composed", "ComposedAndAvailable", "Composing", "Failed"]
+
+    def block(i: int) -> dict:
+        return {"@odata.id": f"{blocks_uri}/b{i}", "Id": f"b{i}", "CompositionStatus": {
+            "CompositionState": rng.choice(states), "Reserved": rng.random() < 0.2}}
+
+    async with store.transaction() as tx:
+        for uri in (blocks_uri, pool.FREE_POOL, pool.ACTIVE_POOL):
+            tx.create(uri, {"@odata.id": uri, "Members": [], "Members@odata.count": 0},
+                      member=False)
+        for i in range(60):
+            tx.create(f"{blocks_uri}/b{i}", block(i))
+        pool.refresh_pools(tx, [f"{blocks_uri}/b{i}" for i in range(60)])
+    made = 60
+    for _ in range(40):
+        async with store.transaction() as tx:
+            for uri in rng.sample(tx.peek(blocks_uri)["Members"], 5):
+                tx.put(uri["@odata.id"], {**tx.get(uri["@odata.id"]), "CompositionStatus": {
+                    "CompositionState": rng.choice(states), "Reserved": rng.random() < 0.2}})
+            if rng.random() < 0.3:
+                tx.delete(rng.choice(tx.peek(blocks_uri)["Members"])["@odata.id"])
+            if rng.random() < 0.3:
+                tx.create(f"{blocks_uri}/b{made}", block(made))
+                made += 1
+            members = [m["@odata.id"] for m in tx.peek(blocks_uri)["Members"]]
+            changed = {u for u in tx.staged() if u.startswith(blocks_uri + "/")}
+            pool.refresh_pools(tx, members, changed)
+            incremental = {p: tx.peek(p)["Members"] for p in (pool.FREE_POOL, pool.ACTIVE_POOL)}
+            pool.refresh_pools(tx, members)
+            full = {p: tx.peek(p)["Members"] for p in (pool.FREE_POOL, pool.ACTIVE_POOL)}
+            assert incremental == full
+    await store.close()

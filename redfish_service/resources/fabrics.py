@@ -175,15 +175,17 @@ def _endpoint(uri: str, ep_id: str, protocol: str, entities: list[dict[str, Any]
     }
 
 
-def sync_zones(tx: Transaction, store: Store) -> None:
+def sync_zones(tx: Transaction, store: Store, systems: set[str] | None = None) -> None:
     """Make the fabric and the systems show the bindings the blocks record: every zone
     holds its initiator and the devices bound to it, every CXL memory binding has its
-    Connection and host Memory entry, every system lists its PCIe devices, and every
-    endpoint names its zones and connections. Only documents that change are written."""
+    Connection and host Memory entry, every system lists its PCIe devices and what its
+    blocks hold, and every endpoint names its zones and connections. Only documents that
+    change are written. ``systems``: only these systems' views can have changed (the
+    systems and blocks ``tx`` changed name no other); None: every system's."""
     snap = snapshot(tx, store)
     connections = cxl.sync_connections(tx, store, snap)
     _sync_endpoints(tx, store, snap, connections)
-    host_view.sync(tx, store, snap)
+    host_view.sync(tx, store, snap, systems)
 
 
 def _sync_endpoints(tx: Transaction, store: Store, snap: Snapshot,

@@ -61,12 +61,16 @@ def _viewed(tx: Transaction, system_uri: str, rack: bool) -> bool:
     return bool(private) and private.get("composed") is True
 
 
-def sync(tx: Transaction, store: Store, snap: Snapshot) -> None:
+def sync(tx: Transaction, store: Store, snap: Snapshot,
+         systems: set[str] | None = None) -> None:
+    """``systems``: only these (None: every system)."""
     by_system = snap.by_system
     # In a rack service every system's views are the host view's (also those of devices
     # gone from the inventory since); in a served mockup only the systems it composed.
     rack = fabric_reconciled(store)
     for system_uri in snap.systems:
+        if systems is not None and system_uri not in systems:
+            continue
         system = tx.peek(system_uri)
         if system is None:
             continue

@@ -9,6 +9,7 @@ the composition service, not to the inventory, and is kept across reconciliation
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 from ..composition import planner
@@ -333,23 +334,52 @@ def _advertise_composition(tx: Transaction, zones: list[str]) -> None:
             tx.create(doc["@odata.id"], doc, member=False)
 
 
-def refresh_pools(tx: Transaction, blocks: list[str]) -> None:
-    """FreePool and ActivePool as the blocks' states say, in collection order."""
-    free, active = [], []
-    for uri in blocks:
-        status = planner.status_of(tx.peek(uri) or {})
-        state = status.get("CompositionState")
-        if state == "Unused" and not status.get("Reserved"):
-            free.append(ref(uri))
-        elif state in ("Composed", "ComposedAndAvailable"):
-            active.append(ref(uri))
-    for uri, members in ((FREE_POOL, free), (ACTIVE_POOL, active)):
-        pool = tx.get(uri)
+def _pool_of(doc: dict[str, Any] | None) -> str | None:
+    status = planner.status_of(doc or {})
+    state = status.get("CompositionState")
+    if state == "Unused" and not status.get("Reserved"):
+        return FREE_POOL
+    if state in ("Composed", "ComposedAndAvailable"):
+        return ACTIVE_POOL
+    return None
+
+
+def refresh_pools(tx: Transaction, blocks: list[str],
+                  changed: set[str] | None = None) -> None:
+    """FreePool and ActivePool as the blocks' states say, in collection order.
+    ``changed``: only these blocks can have changed pools (the others keep theirs)."""
+    wanted: dict[str, list[str]] = {FREE_POOL: [], ACTIVE_POOL: []}
+    if changed is None:
+        for uri in blocks:
+            if (pool := _pool_of(tx.peek(uri))) is not None:
+                wanted[pool].append(uri)
+    else:
+        listed = set(blocks)
+        index: dict[str, int] = {}
+
+        def position(uri: str) -> int:  # in the collection (a few lookups, not a map)
+            if uri not in index:
+                index[uri] = blocks.index(uri)
+            return index[uri]
+
+        for pool_uri in wanted:
+            members = planner.link_ids((tx.peek(pool_uri) or {}).get("Members"))
+            kept = [u for u in members if u not in changed and u in listed]
+            for uri in changed:
+                if uri in listed and _pool_of(tx.peek(uri)) == pool_uri:
+                    bisect.insort(kept, uri, key=position)
+            wanted[pool_uri] = kept
+    for uri, members in wanted.items():
+        pool = tx.peek(uri)
         if pool is None:  # a served mockup without pools (public-composability)
             continue
-        pool["Members"] = members
-        pool["Members@odata.count"] = len(members)
-        tx.put(uri, pool)
+        if planner.link_ids(pool.get("Members")) == members:
+            continue
+        doc = tx.get(uri)
+        assert doc is not None
+        doc["Members"] = [ref(u) for u in members]
+        doc["Members@odata.count"] = len(members)
+        tx.put(uri, doc, owned=True)
 
 
 class ResourceBlockKind(Kind):

@@ -130,6 +130,10 @@ class Transaction:
             return self._staged[uri][0]
         return self._store.doc(uri)
 
+    def staged(self) -> list[str]:
+        """The URIs this transaction created, changed or deleted so far, in order."""
+        return list(self._order)
+
     def private(self, uri: str) -> dict[str, Any] | None:
         if uri in self._staged:
             priv = self._staged[uri][1]
