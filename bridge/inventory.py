@@ -63,8 +63,12 @@ class Pool:
         return self._by_uuid.get(uuid.strip().lower())
 
     def zones_of_system(self, system: System) -> set[str]:
-        """The zones holding one of the system's own blocks (its compute block)."""
-        return {z for z, members in self.zones.items() if members & system.blocks}
+        """The zones holding one of the system's own blocks (its compute block): not
+        those of the devices attached to it (a CXL device reachable from two zones would
+        otherwise offer the node the other zone's devices, which it cannot reach)."""
+        own = {u for u in system.blocks if (b := self.blocks.get(u)) is not None
+               and b.type is None}
+        return {z for z, members in self.zones.items() if members & own}
 
 
 def _link_ids(links: list[dict[str, Any]] | None) -> tuple[str, ...]:

@@ -254,6 +254,14 @@ async def test_read_pool_of_the_simulated_rack(service):
         await rf.operation("POST", host1.remove_target, body)
         doc = await rf.get(gpu.uri)
         assert doc["CompositionStatus"]["CompositionState"] == "Unused"
+        # a CXL device reachable from both zones, attached to host1, does not put host1
+        # (and its node) in pcie2: its zones are its own block's
+        cxl_body = {"ResourceBlock": {"@odata.id": cxl.uri}}
+        await rf.operation("POST", host1.add_target, cxl_body)
+        again = await read_pool(rf, functions)
+        assert cxl.uri in again.systems[host1.uri].blocks
+        assert again.zones_of_system(again.systems[host1.uri]) == {"pcie1"}
+        await rf.operation("POST", host1.remove_target, cxl_body)
 
 
 @pytest.mark.parametrize(("args", "code", "says"), [
