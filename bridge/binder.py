@@ -46,7 +46,8 @@ class Binder:
         self.rf = redfish
         self.metrics = metrics
         self.recorder = recorder
-        self.on_changed = on_changed or (lambda: None)   # the pool changed: refresh, publish
+        # the pool changed (these blocks and systems; none: anything): read it, publish
+        self.on_changed = on_changed or (lambda *uris: None)
         self._gate = asyncio.Semaphore(concurrency)
         self._first_seen: dict[str, float] = {}
 
@@ -137,7 +138,7 @@ class Binder:
             if await self._owned_by(block_uri, system):
                 return False
             raise  # refused for another reason (the manager's driver, say)
-        self.on_changed()
+        self.on_changed(block_uri, system.uri)
         members = await self.rf.get(system.uri)
         linked = {link.get("@odata.id") for link in
                   (members.get("Links") or {}).get("ResourceBlocks") or []}
@@ -173,7 +174,7 @@ class Binder:
                 await asyncio.wait_for(self.rf.operation(
                     "POST", system.remove_target, {"ResourceBlock": {"@odata.id": block_uri}}),
                     60)
-                self.on_changed()
+                self.on_changed(block_uri, system.uri)
         except (RedfishError, TimeoutError) as e:
             log.warning("rollback of %s left for the releaser: %s", block_uri, e)
 
@@ -191,7 +192,7 @@ class Binder:
         claim = self.state.claims.get(unit.claim_key)
         if written and claim is not None:
             self.recorder.claim_event(claim, "AttachFailed", failure.message, warning=True)
-        self.on_changed()
+        self.on_changed(*([block.uri] if block is not None else []))
 
     async def _write(self, unit: Unit, conditions: list[dict[str, str]], block_uri: str,
                      system_uri: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .binder import Binder
 from .config import Settings
-from .inventory import read_pool
+from .inventory import BLOCKS, SYSTEMS, ZONES, PoolChanged, read_pool, update_pool
 from .kevents import Recorder
 from .kube import Kube
 from .leader import LeaderElector
@@ -76,6 +76,8 @@ class Bridge:
             renew_deadline_s=settings.renew_deadline_s,
             retry_period_s=settings.retry_period_s)
         self._pool_due, self._publish_due, self._release_due = Trigger(), Trigger(), Trigger()
+        # blocks and systems to read again (None: the whole pool), see pool_changed
+        self._stale: set[str] | None = None
         self.pool_errors = 0
 
     # -- change handlers (cheap; they only mark work due) --------------------------------
@@ -93,7 +95,12 @@ class Bridge:
     def _node_changed(self, _kind: str, _node: dict[str, Any]) -> None:
         self._publish_due.set()
 
-    def pool_changed(self) -> None:
+    def pool_changed(self, *uris: str) -> None:
+        """The pool changed: these blocks and systems (none named: anything)."""
+        if not uris:
+            self._stale = None
+        elif self._stale is not None:
+            self._stale.update(uris)
         self._pool_due.set()
 
     async def _reconcile(self, key: str) -> None:
@@ -113,19 +120,54 @@ class Bridge:
 
     # -- loops ---------------------------------------------------------------------------
     async def _pool_loop(self) -> None:
+        """Read the pool whole at start, every ``resync_interval_s`` and whenever a change
+        cannot be applied piecemeal; otherwise read again only the blocks and systems
+        named as changed (by the manager's events, or by our own attaches)."""
+        whole = True
         while True:
+            stale, self._stale = self._stale, set()
             try:
-                self.state.set_pool(await read_pool(self.rf, self.state.pcie_functions))
+                pool = self.state.pool
+                if whole or stale is None or pool is None:
+                    pool = await read_pool(self.rf, self.state.pcie_functions)
+                elif stale:
+                    try:
+                        pool = await update_pool(self.rf, pool, stale,
+                                                 self.state.pcie_functions)
+                    except PoolChanged as e:
+                        log.debug("reading the pool whole: %s", e)
+                        pool = await read_pool(self.rf, self.state.pcie_functions)
+                if pool is not self.state.pool:
+                    self.state.set_pool(pool)
+                    self._publish_due.set()
+                    self._release_due.set()
                 self.pool_errors = 0
-                self._publish_due.set()
-                self._release_due.set()
             except Exception as e:
+                self._stale = None  # whole, next time
                 self.pool_errors += 1
                 log.warning("reading the Redfish pool failed: %s", e)
                 await asyncio.sleep(min(0.5 * 2 ** self.pool_errors, 30))
                 continue
             await asyncio.sleep(self.settings.pool_read_min_interval_s)
-            await self._pool_due.wait(self.settings.resync_interval_s)
+            whole = not await self._pool_due.wait(self.settings.resync_interval_s)
+
+    def _note(self, event: dict[str, Any]) -> None:
+        """Which parts of the pool an event's records say changed."""
+        for record in event.get("Events") or [{}]:
+            origin = (record.get("OriginOfCondition") or {}).get("@odata.id") \
+                if isinstance(record, dict) else None
+            if not isinstance(origin, str) or str(record.get("MessageId", "")).endswith(
+                    "EventBufferExceeded"):
+                self.pool_changed()  # we may have missed something: read it whole
+                continue
+            for top in (BLOCKS, SYSTEMS):  # a block or system, or something inside one
+                if origin.startswith(top + "/"):
+                    self.pool_changed("/".join(origin.split("/")[:top.count("/") + 2]))
+                    break
+            else:
+                if origin.rstrip("/") in (BLOCKS, SYSTEMS) or origin.startswith(ZONES):
+                    self.pool_changed()  # members or zones: only read whole
+                # anything else (pools, fabrics, tasks...) is not part of the pool
 
     async def _redfish_events(self) -> None:
         """Server-sent events from the manager mark the pool stale at once; without them
@@ -138,9 +180,9 @@ class Bridge:
                 if not uri or service.get("ServiceEnabled") is False:
                     log.info("the manager offers no server-sent events; polling only")
                     return
-                async for _ in self.rf.events(uri):
+                async for event in self.rf.events(uri):
                     delay = 1.0
-                    self._pool_due.set()
+                    self._note(event)
             except asyncio.CancelledError:
                 raise
             except Exception as e:

@@ -16,6 +16,8 @@ from typing import Any
 from .redfish import Redfish, RedfishError
 
 COMPOSITION = "/redfish/v1/CompositionService"
+BLOCKS = f"{COMPOSITION}/ResourceBlocks"
+ZONES = f"{COMPOSITION}/ResourceZones"
 SYSTEMS = "/redfish/v1/Systems"
 EXPAND = "?$expand=.($levels={})"
 DEVICE_PROPS = ("Processors", "Drives", "Memory", "NetworkInterfaces", "Storage")
@@ -183,15 +185,55 @@ async def _members(rf: Redfish, collection: str, levels: int) -> list[dict[str, 
     async def fetch(uri: str) -> dict[str, Any]:
         async with gate:
             doc = await rf.get(uri)
-        if levels >= 2:
-            for prop in DEVICE_PROPS:
-                links = doc.get(prop)
-                if isinstance(links, list):
-                    doc[prop] = [await rf.get(link["@odata.id"]) for link in links
-                                 if isinstance(link, dict) and "@odata.id" in link]
-        return doc
+        return await _with_inner(rf, doc) if levels >= 2 else doc
 
     return list(await asyncio.gather(*(fetch(m["@odata.id"]) for m in members)))
+
+
+async def _with_inner(rf: Redfish, doc: dict[str, Any]) -> dict[str, Any]:
+    """A block with the resources inside it read (a manager that did not expand them)."""
+    for prop in DEVICE_PROPS:
+        links = doc.get(prop)
+        if isinstance(links, list) and not all(
+                isinstance(m, dict) and "Id" in m for m in links):
+            doc[prop] = [await rf.get(link["@odata.id"]) for link in links
+                         if isinstance(link, dict) and "@odata.id" in link]
+    return doc
+
+
+class PoolChanged(Exception):
+    """What changed cannot be applied to the pool piecemeal: read it whole."""
+
+
+async def update_pool(rf: Redfish, pool: Pool, changed: set[str],
+                      functions: dict[str, dict[str, Any]] | None = None) -> Pool:
+    """``pool`` with the blocks and systems in ``changed`` (their URIs) read again, the
+    others kept as they are. PoolChanged when that is not enough: a block or system that
+    appeared or went away (collections and zones are only read whole)."""
+    functions = {} if functions is None else functions
+    blocks, systems = dict(pool.blocks), dict(pool.systems)
+
+    async def read(uri: str) -> tuple[str, dict[str, Any]]:
+        try:
+            if uri in blocks:
+                return uri, await _with_inner(rf, await rf.get(uri + EXPAND.format(1)))
+            return uri, await rf.get(uri)
+        except RedfishError as e:
+            if e.status == 404:
+                raise PoolChanged(f"{uri} is gone") from None
+            raise
+
+    unknown = [u for u in changed if u not in blocks and u not in systems]
+    if unknown:
+        raise PoolChanged(f"{unknown[0]} is not in the pool read last")
+    docs = dict(await asyncio.gather(*(read(u) for u in sorted(changed))))
+    await _read_functions(rf, [d for u, d in docs.items() if u in blocks], functions)
+    for uri, doc in docs.items():
+        if uri in blocks:
+            blocks[uri] = parse_block(doc, functions)
+        else:
+            systems[uri] = parse_system(doc)
+    return Pool(blocks=blocks, systems=systems, zones=pool.zones)
 
 
 async def _read_functions(rf: Redfish, block_docs: list[dict[str, Any]],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .inventory import Block
+from .inventory import Block, Pool
 from .kube import MERGE_PATCH, Kube, KubeError
 from .observe import Metrics
 from .slices import build_slices, fingerprint, group_blocks, nodes_for, pool_content, pool_name
@@ -28,6 +28,8 @@ class Publisher:
         # pool -> (the blocks it was built from, its content, the content's fingerprint)
         self._built: dict[str, tuple[list[Block], dict[str, Any], str]] = {}
         self._checked: dict[str, tuple[Any, ...]] = {}  # slice -> what it was found equal to
+        # the pool read and the other inputs of the last complete sync
+        self._synced: tuple[Pool | None, tuple[Any, ...] | None] = (None, None)
 
     def _content(self, pool: str, blocks: list[Block]) -> tuple[dict[str, Any], str]:
         """A pool's content and fingerprint, built again only when its blocks are not the
@@ -83,9 +85,31 @@ class Publisher:
             for s in old)
         return top if same and top > 0 else top + 1
 
+    def _inputs(self) -> tuple[Any, ...]:
+        """Everything ``desired`` and the writes depend on besides the pool read (compared
+        by identity), cheaply: the held blocks, the quarantines, and the nodes' and our
+        slices' resourceVersions (a change by anyone else shows there)."""
+        state = self.state
+        return (frozenset(state.held_blocks()),
+                tuple(sorted(state.quarantined())),
+                tuple(sorted((k, (n.get("metadata") or {}).get("resourceVersion"))
+                             for k, n in state.nodes.objects.items())),
+                tuple(sorted((k, (s.get("metadata") or {}).get("resourceVersion"))
+                             for k, s in state.slices.objects.items())))
+
     async def sync(self) -> None:
+        """Make the slices and node labels what they should be; nothing to do (no
+        request, no recomputation) when none of their inputs changed since the last
+        sync that completed (most claim changes: a status write, a Pod bound)."""
         if self.state.pool is None:
             return
+        pool, inputs = self.state.pool, self._inputs()
+        if pool is self._synced[0] and inputs == self._synced[1]:
+            return
+        await self._sync()
+        self._synced = (pool, inputs)
+
+    async def _sync(self) -> None:
         desired, labels = self.desired()
         await self._label_nodes(labels)
         existing = {s["metadata"]["name"]: s for s in self.state.slices.values()

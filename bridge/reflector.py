@@ -44,6 +44,7 @@ class Reflector:
         self.objects: dict[str, dict[str, Any]] = {}
         self.resource_version = ""
         self.synced = asyncio.Event()
+        self.version = 0  # goes up with every change of ``objects`` (memo key for readers)
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.objects.get(key)
@@ -52,6 +53,7 @@ class Reflector:
         return list(self.objects.values())
 
     def _emit(self, kind: str, obj: dict[str, Any]) -> None:
+        self.version += 1
         log.debug("%s %s %s", self.path, kind, key_of(obj))
         if self.on_change is not None:
             try:
@@ -71,6 +73,7 @@ class Reflector:
             if old is None or _rv(old) != _rv(obj):
                 self._emit("upsert", obj)
         self.resource_version = (body.get("metadata") or {}).get("resourceVersion", "")
+        self.version += 1  # objects were replaced, changed or not
         self.synced.set()
 
     async def _watch_once(self) -> None:

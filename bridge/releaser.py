@@ -27,7 +27,7 @@ class Releaser:
         self.state = state
         self.rf = redfish
         self.metrics = metrics
-        self.on_changed = on_changed or (lambda: None)
+        self.on_changed = on_changed or (lambda *uris: None)
         self._unwanted_since: dict[str, float] = {}
 
     def wanted(self) -> set[tuple[str, str]]:
@@ -102,5 +102,5 @@ class Releaser:
         self._unwanted_since.pop(block.uri, None)
         self.metrics.detaches.inc()
         log.info("detached", extra={"block": block.uri, "system": system.uri})
-        self.on_changed()
+        self.on_changed(block.uri, system.uri)
         return True

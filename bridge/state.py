@@ -36,6 +36,7 @@ class BridgeState:
     system_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     by_device: dict[str, Block] = field(default_factory=dict)    # device name -> block
     _units: dict[str, tuple[dict[str, Any], list[Unit]]] = field(default_factory=dict)
+    _live: tuple[tuple[int, int] | None, list[Unit]] = (None, [])
     # PCIe function URI -> its PCI ids: hardware facts, read once (inventory.read_pool)
     pcie_functions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -101,8 +102,12 @@ class BridgeState:
         return self.by_device.get(device)
 
     def live_units(self) -> list[Unit]:
-        """The allocated devices of every live claim. A claim's units are parsed again
-        only when the cache holds a new object for it (every watch event brings one)."""
+        """The allocated devices of every live claim: the same list until the claims
+        cache changes, and then a claim's units are parsed again only when the cache
+        holds a new object for it (every watch event brings one)."""
+        seen = (self.claims.version, len(self.claims.objects))
+        if self._live[0] == seen:
+            return self._live[1]
         out: list[Unit] = []
         parsed: dict[str, tuple[dict[str, Any], list[Unit]]] = {}
         for key, claim in list(self.claims.objects.items()):
@@ -117,6 +122,7 @@ class BridgeState:
             parsed[key] = (claim, found)
             out.extend(found)
         self._units = parsed
+        self._live = (seen, out)
         return out
 
     def held_blocks(self) -> set[str]:

@@ -12,7 +12,7 @@ import pytest
 
 from bridge.claims import Unit, condition, status_entry, units, with_conditions
 from bridge.config import ConfigError, load_settings
-from bridge.inventory import Block, Pool, read_pool
+from bridge.inventory import Block, Pool, PoolChanged, read_pool, update_pool
 from bridge.redfish import Redfish, RedfishError, ssl_context
 from bridge.slices import (
     Identity,
@@ -247,6 +247,17 @@ async def test_read_pool_of_the_simulated_rack(service):
         await rf.operation("POST", host1.add_target, body)
         doc = await rf.get(gpu.uri)
         assert doc["CompositionStatus"]["CompositionState"] == "Composed"
+        # reading again only what changed gives what a whole read gives
+        updated = await update_pool(rf, pool, {gpu.uri, host1.uri}, functions)
+        fresh = await read_pool(rf, functions)
+        for uri in (gpu.uri,):
+            a, b = updated.blocks[uri], fresh.blocks[uri]
+            assert (a, a.attributes, a.capacity) == (b, b.attributes, b.capacity)
+            assert a.systems == (host1.uri,) and not a.free
+        assert updated.systems[host1.uri] == fresh.systems[host1.uri]
+        assert updated.blocks == fresh.blocks and updated.zones == fresh.zones
+        with pytest.raises(PoolChanged):  # not in the pool read last: read it whole
+            await update_pool(rf, pool, {"/redfish/v1/Systems/composed-new"}, functions)
         with pytest.raises(RedfishError) as refused:
             await rf.operation("POST", "/redfish/v1/Systems/host3/Actions/"
                                "ComputerSystem.AddResourceBlock", body)
@@ -277,3 +288,34 @@ def test_cli_refuses_bad_setups_in_one_line(tmp_path, args, code, says):
         env={k: v for k, v in os.environ.items() if not k.startswith("REDFISH_DRA_BRIDGE_")})
     assert proc.returncode == code, proc.stderr
     assert says in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_manager_events_name_what_to_read_again():
+    """The manager's events say which blocks and systems to read again; a change of a
+    collection or a zone, or lost events, mean the whole pool; the rest is not the pool."""
+    from bridge.config import Settings
+    from bridge.controller import Bridge
+
+    bridge = Bridge(Settings(driver_name="composable.example.com"), kube=None, redfish=None)
+    bridge._stale = set()
+
+    def event(*origins: str, message: str = "ResourceEvent.1.4.ResourceChanged") -> dict:
+        return {"Events": [{"MessageId": message, "OriginOfCondition": {"@odata.id": o}}
+                           for o in origins]}
+
+    blocks = "/redfish/v1/CompositionService/ResourceBlocks"
+    bridge._note(event(f"{blocks}/gpu1-1", f"{blocks}/nvme1-2/Drives/Drive0",
+                       "/redfish/v1/Systems/host1", "/redfish/v1/Systems/host2/Memory/cxl1",
+                       "/redfish/v1/CompositionService/FreePool",
+                       "/redfish/v1/Fabrics/PCIe/Zones/zone-host1"))
+    assert bridge._stale == {f"{blocks}/gpu1-1", f"{blocks}/nvme1-2",
+                             "/redfish/v1/Systems/host1", "/redfish/v1/Systems/host2"}
+    for whole in (event("/redfish/v1/Systems"), event(blocks),
+                  event("/redfish/v1/CompositionService/ResourceZones/pcie1"),
+                  event(f"{blocks}/gpu1-1", message="Base.1.22.EventBufferExceeded"),
+                  {"Events": [{"MessageId": "x"}]}):
+        bridge._stale = set()
+        bridge._note(whole)
+        assert bridge._stale is None, whole
+    bridge._note(event(f"{blocks}/gpu1-1"))  # after a whole read is due, it stays due
+    assert bridge._stale is None
