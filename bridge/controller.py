@@ -180,6 +180,7 @@ class Bridge:
                 if not uri or service.get("ServiceEnabled") is False:
                     log.info("the manager offers no server-sent events; polling only")
                     return
+                self.pool_changed()  # (re)connecting: what happened while away is unknown
                 async for event in self.rf.events(uri):
                     delay = 1.0
                     self._note(event)
