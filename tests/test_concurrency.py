@@ -481,3 +481,29 @@ def _sync_get(store, path: str):
     if expand and isinstance(doc.get("Members"), list):
         doc = {**doc, "Members": [store.doc(m["@odata.id"]) or m for m in doc["Members"]]}
     return 200, {}, doc
+
+
+async def test_driver_failures_in_concurrent_attaches_stay_with_their_own(app_client, driver):
+    """16 attaches at once (their transactions grouped), 3 of them to devices whose link
+    is down: exactly those 3 fail (503, the device free again), the other 13 attach, and
+    the driver holds exactly what the documents say."""
+    client, store = app_client
+    gpus = [f"gpu{s}-{n}" for s in (1, 2) for n in range(1, 9)]
+    driver.down = {"gpu1-3", "gpu2-5", "gpu2-8"}
+    ops = [("POST", ADD.format(reach(g)[i % 2]), block_param(g)) for i, g in enumerate(gpus)]
+    reader = Readers(in_process(client))
+    results = await run_race([in_process(client) for _ in ops], ops, reader)
+    failed = {g for g, (status, _, _) in zip(gpus, results, strict=True) if status != 204}
+    assert failed == driver.down, [(g, r[0]) for g, r in zip(gpus, results, strict=True)]
+    assert all(results[gpus.index(g)][0] == 503 for g in failed)
+    snap = Snapshot(lambda p: _sync_get(store, p))
+    free = set(ids(snap.doc(FREE_POOL)["Members"]))
+    for g in gpus:
+        if g in failed:
+            assert snap.owner(g) is None and block_uri(g) in free, g
+        else:
+            assert snap.owner(g) == f"{SYSTEMS}/{reach(g)[gpus.index(g) % 2]}", g
+    assert driver.bindings == expected_bindings(snap.doc, snap.members)
+    assert len(driver.bindings) == 13
+    assert not violations(store.doc, store.members)
+    assert not reader.problems, reader.problems
