@@ -192,8 +192,9 @@ class PushDestination:
 
 class Pace:
     """Sends to one receiver at most once per ``interval_s``: under a burst each send
-    carries everything that arrived meanwhile (at most a hundred writes or POSTs a second
-    at 10 ms, instead of one per commit), while a send after a quiet spell goes at once."""
+    carries everything that arrived meanwhile (at the default 25 ms, at most forty writes
+    or POSTs a second, instead of one per commit), while a send after a quiet spell goes
+    at once."""
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
