@@ -16,6 +16,10 @@ concern fabrics) hold at the end wherever they held at the start.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 import redfish
 import sushy
@@ -203,6 +207,23 @@ def rf_client(svc: ServiceProcess):
     return client
 
 
+@contextlib.contextmanager
+def redfish_library_on(tmp_path, name: str) -> Iterator[Any]:
+    """A DMTF ``redfish`` client logged in to a served mockup; on the way out: logged
+    out, and no composition invariant broken that the mockup did not break already."""
+    svc = served(tmp_path, name)
+    try:
+        start = composition_violations(svc)
+        client = rf_client(svc)
+        try:
+            yield client
+        finally:
+            client.logout()
+        assert composition_violations(svc) <= start
+    finally:
+        svc.stop()
+
+
 def rf_state(client, name: str) -> tuple[str, list[str]]:
     resp = client.get(block(name))
     assert resp.status == 200, resp.text
@@ -213,141 +234,114 @@ def rf_state(client, name: str) -> tuple[str, list[str]]:
 def test_redfish_library_expands_a_system_of_public_composability(tmp_path):
     """An expandable (Physical) system of the mockup grows by a block another one gives
     back, with AddResourceBlock and with a PATCH of Links.ResourceBlocks."""
-    svc = served(tmp_path, "public-composability")
-    try:
-        start = composition_violations(svc)
-        client = rf_client(svc)
-        try:
-            donor, taker = f"{SYSTEMS}/SystemAfterAddResourceAction", \
-                f"{SYSTEMS}/SystemAfterResourceBlock"
-            resp = client.delete(donor)
-            assert resp.status == 405  # a Physical system cannot be decomposed
-            resp = client.post(f"{donor}/Actions/ComputerSystem.RemoveResourceBlock",
-                               body={"ResourceBlock": {"@odata.id": block("DriveBlock10")}})
-            assert resp.status == 204, resp.text
-            assert rf_state(client, "DriveBlock10") == ("Unused", [])
-            resp = client.get(taker)
-            etag = resp.getheader("ETag")
-            resp = client.patch(taker, body={"Links": links("SystemBlock11", "DriveBlock10")},
-                                headers={"If-Match": etag})
-            assert resp.status in (200, 204), resp.text
-            assert rf_state(client, "DriveBlock10") == ("Composed", [taker])
-            assert ids(client.get(taker).dict["Links"]["ResourceBlocks"]) == [
-                block("SystemBlock11"), block("DriveBlock10")]
-            # a stale ETag changes nothing
-            resp = client.patch(taker, body={"Links": links("SystemBlock11")},
-                                headers={"If-Match": etag})
-            assert resp.status == 412, resp.text
-            assert rf_state(client, "DriveBlock10") == ("Composed", [taker])
-            # reduce it again, and give the block back to the donor
-            resp = client.patch(taker, body={"Links": links("SystemBlock11")})
-            assert resp.status in (200, 204), resp.text
-            resp = client.post(f"{donor}/Actions/ComputerSystem.AddResourceBlock",
-                               body={"ResourceBlock": {"@odata.id": block("DriveBlock10")}})
-            assert resp.status == 204, resp.text
-            assert rf_state(client, "DriveBlock10") == ("Composed", [donor])
-        finally:
-            client.logout()
-        assert composition_violations(svc) <= start
-    finally:
-        svc.stop()
+    with redfish_library_on(tmp_path, "public-composability") as client:
+        donor, taker = f"{SYSTEMS}/SystemAfterAddResourceAction", \
+            f"{SYSTEMS}/SystemAfterResourceBlock"
+        resp = client.delete(donor)
+        assert resp.status == 405  # a Physical system cannot be decomposed
+        resp = client.post(f"{donor}/Actions/ComputerSystem.RemoveResourceBlock",
+                           body={"ResourceBlock": {"@odata.id": block("DriveBlock10")}})
+        assert resp.status == 204, resp.text
+        assert rf_state(client, "DriveBlock10") == ("Unused", [])
+        resp = client.get(taker)
+        etag = resp.getheader("ETag")
+        resp = client.patch(taker, body={"Links": links("SystemBlock11", "DriveBlock10")},
+                            headers={"If-Match": etag})
+        assert resp.status in (200, 204), resp.text
+        assert rf_state(client, "DriveBlock10") == ("Composed", [taker])
+        assert ids(client.get(taker).dict["Links"]["ResourceBlocks"]) == [
+            block("SystemBlock11"), block("DriveBlock10")]
+        # a stale ETag changes nothing
+        resp = client.patch(taker, body={"Links": links("SystemBlock11")},
+                            headers={"If-Match": etag})
+        assert resp.status == 412, resp.text
+        assert rf_state(client, "DriveBlock10") == ("Composed", [taker])
+        # reduce it again, and give the block back to the donor
+        resp = client.patch(taker, body={"Links": links("SystemBlock11")})
+        assert resp.status in (200, 204), resp.text
+        resp = client.post(f"{donor}/Actions/ComputerSystem.AddResourceBlock",
+                           body={"ResourceBlock": {"@odata.id": block("DriveBlock10")}})
+        assert resp.status == 204, resp.text
+        assert rf_state(client, "DriveBlock10") == ("Composed", [donor])
 
 
 def test_redfish_library_composes_by_constraints_on_public_constrained_composition(tmp_path):
-    svc = served(tmp_path, "public-constrained-composition")
-    try:
-        start = composition_violations(svc)
-        client = rf_client(svc)
-        try:
-            capabilities = client.get(SYSTEMS).dict["@Redfish.CollectionCapabilities"]
-            assert capabilities["Capabilities"][0]["UseCase"] == \
-                "ComputerSystemConstrainedComposition"
-            resp = client.post(SYSTEMS, body=CONSTRAINED)
-            assert resp.status == 409 and NO_MATCH in message_ids(resp.dict), resp.text
-            resp = client.delete(f"{SYSTEMS}/ComposedSystem2")
-            assert resp.status == 204, resp.text
-            assert client.get(f"{SYSTEMS}/ComposedSystem2").status == 404
-            resp = client.post(SYSTEMS, body=CONSTRAINED)
-            assert resp.status == 201, resp.text
-            uri = local_path(resp.getheader("Location"))
-            system = client.get(uri).dict
-            assert system["Name"] == "constrained" and system["SystemType"] == "Composed"
-            chosen = ids(system["Links"]["ResourceBlocks"])
-            assert chosen == [block(n) for n in ("ComputeBlock2", "OffloadBlock9",
-                                                  "NetworkBlock8", "DriveBlock3", "DriveBlock4")]
-            for name in ("ComputeBlock2", "OffloadBlock9", "NetworkBlock8"):
-                assert rf_state(client, name) == ("Composed", [uri]), name
-            assert rf_state(client, "DriveBlock3") == (
-                "ComposedAndAvailable", [f"{SYSTEMS}/ComposedSystem", uri])
-            resp = client.delete(uri)
-            assert resp.status == 204, resp.text
-            assert client.get(uri).status == 404
-            for name in ("ComputeBlock2", "OffloadBlock9", "NetworkBlock8", "DriveBlock4"):
-                assert rf_state(client, name)[0] in ("Unused", "ComposedAndAvailable"), name
-                assert uri not in rf_state(client, name)[1]
-            assert rf_state(client, "ComputeBlock2") == ("Unused", [])
-        finally:
-            client.logout()
-        assert composition_violations(svc) <= start
-    finally:
-        svc.stop()
+    with redfish_library_on(tmp_path, "public-constrained-composition") as client:
+        capabilities = client.get(SYSTEMS).dict["@Redfish.CollectionCapabilities"]
+        assert capabilities["Capabilities"][0]["UseCase"] == \
+            "ComputerSystemConstrainedComposition"
+        resp = client.post(SYSTEMS, body=CONSTRAINED)
+        assert resp.status == 409 and NO_MATCH in message_ids(resp.dict), resp.text
+        resp = client.delete(f"{SYSTEMS}/ComposedSystem2")
+        assert resp.status == 204, resp.text
+        assert client.get(f"{SYSTEMS}/ComposedSystem2").status == 404
+        resp = client.post(SYSTEMS, body=CONSTRAINED)
+        assert resp.status == 201, resp.text
+        uri = local_path(resp.getheader("Location"))
+        system = client.get(uri).dict
+        assert system["Name"] == "constrained" and system["SystemType"] == "Composed"
+        chosen = ids(system["Links"]["ResourceBlocks"])
+        assert chosen == [block(n) for n in ("ComputeBlock2", "OffloadBlock9",
+                                              "NetworkBlock8", "DriveBlock3", "DriveBlock4")]
+        for name in ("ComputeBlock2", "OffloadBlock9", "NetworkBlock8"):
+            assert rf_state(client, name) == ("Composed", [uri]), name
+        assert rf_state(client, "DriveBlock3") == (
+            "ComposedAndAvailable", [f"{SYSTEMS}/ComposedSystem", uri])
+        resp = client.delete(uri)
+        assert resp.status == 204, resp.text
+        assert client.get(uri).status == 404
+        for name in ("ComputeBlock2", "OffloadBlock9", "NetworkBlock8", "DriveBlock4"):
+            assert rf_state(client, name)[0] in ("Unused", "ComposedAndAvailable"), name
+            assert uri not in rf_state(client, name)[1]
+        assert rf_state(client, "ComputeBlock2") == ("Unused", [])
 
 
 def test_redfish_library_uses_the_compose_action_of_public_compose_action(tmp_path):
-    svc = served(tmp_path, "public-compose-action")
-    try:
-        start = composition_violations(svc)
-        client = rf_client(svc)
-        try:
-            service = client.get("/redfish/v1/CompositionService").dict
-            assert "#CompositionService.Compose" in service["Actions"]
-            info = client.get(service["Actions"]["#CompositionService.Compose"][
-                "@Redfish.ActionInfo"]).dict
-            assert "PreviewReserve" in next(p for p in info["Parameters"]
-                                            if p["Name"] == "RequestType")["AllowableValues"]
-            # (the mockup's target is misspelled, /redfish/v1/CompostionService/...: the
-            # action is served at the CompositionService's own Actions)
-            free_blade = {"StanzaType": "DecomposeSystem", "StanzaId": "Free",
-                          "Request": {"@odata.id": f"{SYSTEMS}/BladeServer-1"}}
-            resp = client.post(COMPOSE, body={"RequestType": "Apply",
-                                              "Manifest": {"Stanzas": [free_blade]}})
-            assert resp.status == 200, resp.text
-            assert client.get(f"{SYSTEMS}/BladeServer-1").status == 404
-            for name in ("BladeServer-1", "SASSled-1", "NVMe-TargetsAppliance-1"):
-                assert rf_state(client, name) == ("Unused", []), name
-            manifest = {"Stanzas": [{"StanzaType": "ComposeSystem", "StanzaId": "Compute1",
-                                     "Request": {"Name": "from-a-manifest", "Links": links(
-                                         "BladeServer-1", "NVMe-TargetsAppliance-2")}}]}
-            resp = client.post(COMPOSE, body={"RequestType": "PreviewReserve",
-                                              "Manifest": manifest})
-            assert resp.status == 200, resp.text
-            reservation = resp.dict["ReservationId"]
-            assert resp.dict["Manifest"]["Stanzas"][0]["Response"]["SystemType"] == "Composed"
-            reserved = client.get("/redfish/v1/CompositionService/CompositionReservations/"
-                                  f"{reservation}").dict
-            assert ids(reserved["ReservedResourceBlocks"]) == [
-                block("BladeServer-1"), block("NVMe-TargetsAppliance-2")]
-            assert client.get(block("BladeServer-1")).dict["CompositionStatus"]["Reserved"]
-            resp = client.post(COMPOSE, body={"RequestType": "Apply",
-                                              "ReservationId": reservation})
-            assert resp.status == 200, resp.text
-            uri = resp.dict["Manifest"]["Stanzas"][0]["Response"]["@odata.id"]
-            assert client.get(uri).dict["Name"] == "from-a-manifest"
-            for name in ("BladeServer-1", "NVMe-TargetsAppliance-2"):
-                assert rf_state(client, name) == ("Composed", [uri]), name
-            active = ids(client.get("/redfish/v1/CompositionService/ActivePool").dict["Members"])
-            assert block("NVMe-TargetsAppliance-2") in active
-            # a block taken by the composition is refused to another stanza
-            resp = client.post(COMPOSE, body={"RequestType": "Preview", "Manifest": manifest})
-            assert resp.status == 200, resp.text
-            answer = resp.dict["Manifest"]["Stanzas"][0]["Response"]
-            assert IN_USE in message_ids(answer), answer
-            resp = client.delete(uri)
-            assert resp.status == 204, resp.text
-            for name in ("BladeServer-1", "NVMe-TargetsAppliance-2"):
-                assert rf_state(client, name) == ("Unused", []), name
-        finally:
-            client.logout()
-        assert composition_violations(svc) <= start
-    finally:
-        svc.stop()
+    with redfish_library_on(tmp_path, "public-compose-action") as client:
+        service = client.get("/redfish/v1/CompositionService").dict
+        assert "#CompositionService.Compose" in service["Actions"]
+        info = client.get(service["Actions"]["#CompositionService.Compose"][
+            "@Redfish.ActionInfo"]).dict
+        assert "PreviewReserve" in next(p for p in info["Parameters"]
+                                        if p["Name"] == "RequestType")["AllowableValues"]
+        # (the mockup's target is misspelled, /redfish/v1/CompostionService/...: the
+        # action is served at the CompositionService's own Actions)
+        free_blade = {"StanzaType": "DecomposeSystem", "StanzaId": "Free",
+                      "Request": {"@odata.id": f"{SYSTEMS}/BladeServer-1"}}
+        resp = client.post(COMPOSE, body={"RequestType": "Apply",
+                                          "Manifest": {"Stanzas": [free_blade]}})
+        assert resp.status == 200, resp.text
+        assert client.get(f"{SYSTEMS}/BladeServer-1").status == 404
+        for name in ("BladeServer-1", "SASSled-1", "NVMe-TargetsAppliance-1"):
+            assert rf_state(client, name) == ("Unused", []), name
+        manifest = {"Stanzas": [{"StanzaType": "ComposeSystem", "StanzaId": "Compute1",
+                                 "Request": {"Name": "from-a-manifest", "Links": links(
+                                     "BladeServer-1", "NVMe-TargetsAppliance-2")}}]}
+        resp = client.post(COMPOSE, body={"RequestType": "PreviewReserve",
+                                          "Manifest": manifest})
+        assert resp.status == 200, resp.text
+        reservation = resp.dict["ReservationId"]
+        assert resp.dict["Manifest"]["Stanzas"][0]["Response"]["SystemType"] == "Composed"
+        reserved = client.get("/redfish/v1/CompositionService/CompositionReservations/"
+                              f"{reservation}").dict
+        assert ids(reserved["ReservedResourceBlocks"]) == [
+            block("BladeServer-1"), block("NVMe-TargetsAppliance-2")]
+        assert client.get(block("BladeServer-1")).dict["CompositionStatus"]["Reserved"]
+        resp = client.post(COMPOSE, body={"RequestType": "Apply",
+                                          "ReservationId": reservation})
+        assert resp.status == 200, resp.text
+        uri = resp.dict["Manifest"]["Stanzas"][0]["Response"]["@odata.id"]
+        assert client.get(uri).dict["Name"] == "from-a-manifest"
+        for name in ("BladeServer-1", "NVMe-TargetsAppliance-2"):
+            assert rf_state(client, name) == ("Composed", [uri]), name
+        active = ids(client.get("/redfish/v1/CompositionService/ActivePool").dict["Members"])
+        assert block("NVMe-TargetsAppliance-2") in active
+        # a block taken by the composition is refused to another stanza
+        resp = client.post(COMPOSE, body={"RequestType": "Preview", "Manifest": manifest})
+        assert resp.status == 200, resp.text
+        answer = resp.dict["Manifest"]["Stanzas"][0]["Response"]
+        assert IN_USE in message_ids(answer), answer
+        resp = client.delete(uri)
+        assert resp.status == 204, resp.text
+        for name in ("BladeServer-1", "NVMe-TargetsAppliance-2"):
+            assert rf_state(client, name) == ("Unused", []), name

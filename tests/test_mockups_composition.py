@@ -72,6 +72,12 @@ class Served:
         text = await resp.text()
         return resp.status, dict(resp.headers), json.loads(text) if text else None
 
+    async def change(self, system: str, name: str, *, attach: bool):
+        """AddResourceBlock (RemoveResourceBlock) of the block ``name`` to (from) a system."""
+        action = "AddResourceBlock" if attach else "RemoveResourceBlock"
+        return await self.request("POST", f"{system}/Actions/ComputerSystem.{action}",
+                                  {"ResourceBlock": {"@odata.id": block(name)}})
+
     async def get(self, path: str) -> dict:
         status, _, body = await self.request("GET", path)
         assert status == 200, (path, status, body)
@@ -213,18 +219,12 @@ async def test_shared_blocks_stay_with_their_other_systems(aiohttp_client, tmp_p
     assert await svc.state("DriveBlock3") == ("ComposedAndAvailable",
                                               [f"{SYSTEMS}/ComposedSystem", new])
     # a block not shared (NetworkBlock8, zone 2) joins one system only
-    status, _, body = await svc.request(
-        "POST", f"{new}/Actions/ComputerSystem.AddResourceBlock",
-        {"ResourceBlock": {"@odata.id": block("NetworkBlock8")}})
+    status, _, body = await svc.change(new, "NetworkBlock8", attach=True)
     assert status == 204, body
     assert await svc.state("NetworkBlock8") == ("Composed", [new])
-    status, _, body = await svc.request(
-        "POST", f"{new}/Actions/ComputerSystem.AddResourceBlock",
-        {"ResourceBlock": {"@odata.id": block("NetworkBlock8")}})
+    status, _, body = await svc.change(new, "NetworkBlock8", attach=True)
     assert status == 409 and IN_USE in message_ids(body)
-    status, _, body = await svc.request(
-        "POST", f"{new}/Actions/ComputerSystem.RemoveResourceBlock",
-        {"ResourceBlock": {"@odata.id": block("DriveBlock3")}})
+    status, _, body = await svc.change(new, "DriveBlock3", attach=False)
     assert status == 204, body
     assert await svc.state("DriveBlock3") == ("ComposedAndAvailable",
                                               [f"{SYSTEMS}/ComposedSystem"])
@@ -275,10 +275,8 @@ async def test_zones_bound_what_a_system_may_take(aiohttp_client, tmp_path):
     """ComputeBlock2 is in zone 2 only; DriveBlock10 in zone 3 only."""
     svc = await serve(aiohttp_client, tmp_path, mockup("public-composability"))
     assert (await svc.request("DELETE", f"{SYSTEMS}/SystemAfterAddResourceAction"))[0] == 405
-    status, _, body = await svc.request(
-        "POST", f"{SYSTEMS}/SystemAfterAddResourceAction/Actions/"
-                "ComputerSystem.RemoveResourceBlock",
-        {"ResourceBlock": {"@odata.id": block("DriveBlock10")}})
+    status, _, body = await svc.change(
+        f"{SYSTEMS}/SystemAfterAddResourceAction", "DriveBlock10", attach=False)
     assert status == 204, body  # an expandable system gives a block back
     assert await svc.state("DriveBlock10") == ("Unused", [])
     assert (await svc.request("DELETE", f"{SYSTEMS}/ComposedSystem2"))[0] == 204
@@ -286,9 +284,8 @@ async def test_zones_bound_what_a_system_may_take(aiohttp_client, tmp_path):
                                         compose_body("ComputeBlock2", "DriveBlock10"))
     assert status == 400 and ZONE in message_ids(body), body
     # the expandable system standing on SystemBlock11 (zone 3) may take it
-    status, _, body = await svc.request(
-        "POST", f"{SYSTEMS}/SystemAfterResourceBlock/Actions/ComputerSystem.AddResourceBlock",
-        {"ResourceBlock": {"@odata.id": block("DriveBlock10")}})
+    status, _, body = await svc.change(
+        f"{SYSTEMS}/SystemAfterResourceBlock", "DriveBlock10", attach=True)
     assert status == 204, body
     assert await svc.state("DriveBlock10") == (
         "Composed", [f"{SYSTEMS}/SystemAfterResourceBlock"])
@@ -417,9 +414,8 @@ async def test_compose_action_on_public_compose_action(aiohttp_client, tmp_path)
                                         {"RequestType": "Apply", "ReservationId": "1"})
     assert status == 400, body
     # expansion of an expandable system (BladeServer-3 stands on its Compute block)
-    status, _, body = await svc.request(
-        "POST", f"{SYSTEMS}/BladeServer-3/Actions/ComputerSystem.AddResourceBlock",
-        {"ResourceBlock": {"@odata.id": block("NVMe-TargetsAppliance-3")}})
+    status, _, body = await svc.change(
+        f"{SYSTEMS}/BladeServer-3", "NVMe-TargetsAppliance-3", attach=True)
     assert status == 204, body
     assert await svc.state("NVMe-TargetsAppliance-3") == ("Composed",
                                                           [f"{SYSTEMS}/BladeServer-3"])

@@ -239,7 +239,7 @@ async def test_refreshing_only_the_changed_blocks_gives_the_full_answer():
                 tx.create(f"{blocks_uri}/b{made}", block(made))
                 made += 1
             members = [m["@odata.id"] for m in tx.peek(blocks_uri)["Members"]]
-            changed = {u for u in tx.staged() if u.startswith(blocks_uri + "/")}
+            changed = set(tx.staged(blocks_uri))
             pool.refresh_pools(tx, members, changed)
             incremental = {p: tx.peek(p)["Members"] for p in (pool.FREE_POOL, pool.ACTIVE_POOL)}
             pool.refresh_pools(tx, members)

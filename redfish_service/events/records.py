@@ -156,14 +156,22 @@ class Origin:
 Record = tuple[Origin, dict[str, Any]]
 
 
-def describe(change: Change) -> tuple[Any, ...] | None:
-    """The note the store keeps with ``change`` (``Store.describe``): the specific message
-    its documents before and after call for, as (registry prefix, key, args), so that a
-    change log reloaded after a restart announces it as it was announced live."""
-    entity = entity_of_type(change.odata_type)
+def _message(change: Change, entity: str) -> tuple[Registry, str, list[Any]] | None:
+    """The message announcing ``change``; None for one that is not announced."""
     if entity in SILENT_ENTITIES:
         return None
-    found = _specific(change, entity)
+    if change.op == "update" and not change.properties:
+        return None  # only private data changed (password hashes, intents): nothing to say
+    return _noted(change) or _specific(change, entity) \
+        or (RESOURCE_EVENT, _OPS[change.op], [])
+
+
+def describe(change: Change) -> tuple[Any, ...] | None:
+    """The note the store keeps with ``change`` (``Store.describe``), computed once at
+    commit time while the documents before and after are at hand: the message that
+    announces it, as (registry prefix, key, args). The live record is built from it, and
+    a change log reloaded after a restart announces the change as it was announced live."""
+    found = _message(change, entity_of_type(change.odata_type))
     return None if found is None else (found[0].prefix, found[1], list(found[2]))
 
 
@@ -178,14 +186,12 @@ def _noted(change: Change) -> tuple[Registry, str, list[Any]] | None:
 
 
 def from_change(change: Change) -> Record | None:
-    """The ResourceEvent record announcing ``change``, or None for an unannounced one."""
+    """The record announcing ``change``, or None for an unannounced one."""
     entity = entity_of_type(change.odata_type)
-    if entity in SILENT_ENTITIES:
+    found = _message(change, entity)
+    if found is None:
         return None
-    if change.op == "update" and not change.properties:
-        return None  # only private data changed (password hashes, intents): nothing to say
-    registry, key, args = _noted(change) or _specific(change, entity) \
-        or (RESOURCE_EVENT, _OPS[change.op], [])
+    registry, key, args = found
     msg = message(key, *args, registry=registry)
     record: dict[str, Any] = {
         "EventType": "Other",

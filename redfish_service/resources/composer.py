@@ -256,22 +256,17 @@ class Composer:
     def _pools(self, tx: Transaction) -> None:
         """What follows from the blocks' states, once per group of marks (only the
         blocks ``tx`` changed can have moved)."""
-        changed = {u for u in tx.staged()
-                   if u.startswith(uris.RESOURCE_BLOCKS + "/") and u.count("/") == 5}
         refresh_pools(tx, planner.link_ids((tx.peek(uris.RESOURCE_BLOCKS) or {}).get("Members")),
-                      changed)
+                      set(tx.staged(uris.RESOURCE_BLOCKS)))
 
     def _views(self, tx: Transaction) -> None:
         """What follows from the blocks' bindings, once per group of commits. A system's
         own view changes only with it or with a block naming it, before or after."""
         self._pools(tx)
-        systems = set()
-        for uri in tx.staged():
-            if uri.startswith(uris.SYSTEMS + "/") and uri.count("/") == 4:
-                systems.add(uri)
-            elif uri.startswith(uris.RESOURCE_BLOCKS + "/") and uri.count("/") == 5:
-                for doc in (self._store.doc(uri), tx.peek(uri)):
-                    systems.update(planner.systems_of(doc or {}))
+        systems = set(tx.staged(uris.SYSTEMS))
+        for uri in tx.staged(uris.RESOURCE_BLOCKS):
+            for doc in (self._store.doc(uri), tx.peek(uri)):
+                systems.update(planner.systems_of(doc or {}))
         sync_zones(tx, self._store, systems)
 
     # -- the operations clients ask for --------------------------------------------------

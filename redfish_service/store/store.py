@@ -130,9 +130,10 @@ class Transaction:
             return self._staged[uri][0]
         return self._store.doc(uri)
 
-    def staged(self) -> list[str]:
-        """The URIs this transaction created, changed or deleted so far, in order."""
-        return list(self._order)
+    def staged(self, parent: str | None = None) -> list[str]:
+        """The URIs this transaction created, changed or deleted so far, in order; with
+        ``parent``, only those directly below it (the members of a collection)."""
+        return [u for u in self._order if parent is None or u.rsplit("/", 1)[0] == parent]
 
     def private(self, uri: str) -> dict[str, Any] | None:
         if uri in self._staged:
