@@ -51,9 +51,9 @@ class Settings(BaseModel):
     detach_grace_s: float = Field(30.0, ge=0)
     quarantine_s: float = Field(600.0, ge=0)
     resync_interval_s: float = Field(30.0, gt=0)
-    # Redfish events mark the pool stale; it is read again at most this often (each read
-    # is three $expand collections: the whole pool). A freed device reappears in the
-    # slices within this time; attaches never wait for it.
+    # Redfish events mark blocks and systems (or the whole pool) stale; they are read
+    # again at most this often. A freed device reappears in the slices within this time;
+    # attaches never wait for it.
     pool_read_min_interval_s: float = Field(1.0, gt=0, le=60)
     # Leader election on a coordination.k8s.io Lease in `namespace`.
     lease_name: str = ""  # default: <driver name with dots as dashes>-bridge

@@ -144,4 +144,4 @@ class BridgeState:
 
 
 def _same_block(a: Block, b: Block) -> bool:
-    return a == b and a.attributes == b.attributes and a.capacity == b.capacity
+    return a is b or (a == b and a.attributes == b.attributes and a.capacity == b.capacity)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..composition import planner
+from ..composition.planner import link_ids
 from ..protocol.errors import RedfishError
 from ..store import Store, Transaction
 from . import uris
@@ -88,11 +89,6 @@ def members(tx: Transaction, store: Store, uri: str) -> list[str]:
     if not doc:
         return []
     return link_ids(doc.get("Members"))
-
-
-def link_ids(value: Any) -> list[str]:
-    return [item["@odata.id"] for item in value if isinstance(item, dict)
-            and isinstance(item.get("@odata.id"), str)] if isinstance(value, list) else []
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..store import Store, Transaction
+from .accounts import collection_doc
 from .cxl import host_memory_doc
 from .fabric_state import (
     Snapshot,
@@ -41,11 +42,9 @@ OWNED = ("PCIeDevices", "PCIeDevices@odata.count", "Memory", "Processors",
          "NetworkInterfaces", "Storage")
 # Private data of a system the composer created (compositions on a mockup included).
 COMPOSED = {"composed": True}
-# system property -> the collection's type; members come from the blocks' same property
-_COLLECTIONS = {
-    "Processors": "#ProcessorCollection.ProcessorCollection",
-    "NetworkInterfaces": "#NetworkInterfaceCollection.NetworkInterfaceCollection",
-}
+# system property -> the collection's entity; members come from the blocks' same property
+_COLLECTIONS = {"Processors": "ProcessorCollection",
+                "NetworkInterfaces": "NetworkInterfaceCollection"}
 STORAGE_TYPE = "#Storage.v1_21_0.Storage"
 POOLED_STORAGE = "Pooled"
 
@@ -96,12 +95,8 @@ def sync(tx: Transaction, store: Store, snap: Snapshot,
         cxl = {f"{b.device}" for b in bound if b.info is not None and b.info.chunk}
         inside = _inside(tx, [u for u in blocks if u.rsplit("/", 1)[1] not in cxl]) \
             if viewed else {}
-        for prop in _COLLECTIONS:
-            if viewed:
-                shown[prop] = ref(f"{system_uri}/{prop}")
-        drives = inside.get("Drives", [])
         if viewed:
-            shown["Storage"] = ref(f"{system_uri}/Storage")
+            shown.update({p: ref(f"{system_uri}/{p}") for p in (*_COLLECTIONS, "Storage")})
         changed = {k: v for k, v in shown.items() if system.get(k) != v}
         if changed:
             doc = tx.get(system_uri)
@@ -109,17 +104,15 @@ def sync(tx: Transaction, store: Store, snap: Snapshot,
             doc.update(changed)
             tx.put(system_uri, doc)
         if viewed:
-            for prop, odata_type in _COLLECTIONS.items():
-                _collection(tx, f"{system_uri}/{prop}", odata_type, system, prop,
+            for prop, entity in _COLLECTIONS.items():
+                _collection(tx, f"{system_uri}/{prop}", entity, system, prop,
                             inside.get(prop, []))
-            _sync_storage(tx, system_uri, system, drives)
+            _sync_storage(tx, system_uri, system, inside.get("Drives", []))
         if not memory:
             continue
         if tx.peek(memory) is None:
-            tx.create(memory, {
-                "@odata.id": memory, "@odata.type": "#MemoryCollection.MemoryCollection",
-                "Name": f"Memory of {system.get('Id', '')}", "Members": [],
-                "Members@odata.count": 0})
+            tx.create(memory, collection_doc(memory, "MemoryCollection",
+                                             f"Memory of {system.get('Id', '')}"))
         _sync_memory(tx, store, memory, system_uri, bound, rack,
                      inside.get("Memory", []) if viewed else None)
 
@@ -136,10 +129,9 @@ def _inside(tx: Transaction, blocks: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _collection(tx: Transaction, uri: str, odata_type: str, system: dict[str, Any],
+def _collection(tx: Transaction, uri: str, entity: str, system: dict[str, Any],
                 prop: str, listed: list[str]) -> None:
-    doc = {"@odata.id": uri, "@odata.type": odata_type,
-           "Name": f"{prop} of {system.get('Id', '')}",
+    doc = {**collection_doc(uri, entity, f"{prop} of {system.get('Id', '')}"),
            "Members": [ref(u) for u in listed], "Members@odata.count": len(listed)}
     current = tx.peek(uri)
     if current is None:
@@ -155,10 +147,8 @@ def _sync_storage(tx: Transaction, system_uri: str, system: dict[str, Any],
     collection = f"{system_uri}/Storage"
     pooled = f"{collection}/{POOLED_STORAGE}"
     if tx.peek(collection) is None:
-        tx.create(collection, {
-            "@odata.id": collection, "@odata.type": "#StorageCollection.StorageCollection",
-            "Name": f"Storage of {system.get('Id', '')}", "Members": [],
-            "Members@odata.count": 0})
+        tx.create(collection, collection_doc(collection, "StorageCollection",
+                                             f"Storage of {system.get('Id', '')}"))
     if not drives:
         if tx.exists(pooled):
             tx.delete(pooled)

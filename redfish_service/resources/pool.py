@@ -116,13 +116,13 @@ def device_documents(device: Device) -> list[dict[str, Any]]:
         inner = _contained(block, "Processors", "GPU0", {
             "@odata.type": PROCESSOR_TYPE, "Name": f"GPU {device.id}",
             "ProcessorType": "GPU", "ProcessorMemory": [{"CapacityMiB": device.memory_mib}],
-            **common,
+            "Links": _function_links(device, processor=True), **common,
         })
     elif device.kind == "NVMe":
         inner = _contained(block, "Drives", "Drive0", {
             "@odata.type": DRIVE_TYPE, "Name": f"NVMe drive {device.id}",
             "Protocol": "NVMe", "MediaType": "SSD", "CapacityBytes": device.capacity_bytes,
-            **common,
+            "Links": _function_links(device), **common,
         })
     elif device.kind == "CXLMemory":
         inner = _contained(block, "Memory", "Memory0", {
@@ -138,24 +138,20 @@ def device_documents(device: Device) -> list[dict[str, Any]]:
             cpu = _contained(block, "Processors", "DPU0", {
                 "@odata.type": PROCESSOR_TYPE, "Name": f"DPU processor {device.id}",
                 "ProcessorType": "CPU", "ProcessorArchitecture": "ARM",
-                "InstructionSet": "ARM-A64", "TotalCores": device.cores, **common,
+                "InstructionSet": "ARM-A64", "TotalCores": device.cores,
+                "Links": _function_links(device, processor=True), **common,
             })
-            _link_function(device, cpu)
             return [block, cpu, inner]
-    _link_function(device, inner)
     return [block, inner]
 
 
-def _link_function(device: Device, resource: dict[str, Any]) -> None:
-    """The PCIe device and function behind a device's Processor or Drive (the function
-    has the PCI vendor and device ids a client may select on)."""
-    served = pcie_devices.served_resource(device)
-    if served is None or not resource["@odata.id"].endswith("/" + served[1]):
-        return
+def _function_links(device: Device, *, processor: bool = False) -> dict[str, Any]:
+    """The PCIe function (and, for a Processor, device) behind a device's Processor or
+    Drive: the function has the PCI vendor and device ids a client may select on."""
     links: dict[str, Any] = {"PCIeFunctions": [ref(pcie_devices.function_uri(device))]}
-    if served[0] == "Processor":
+    if processor:
         links["PCIeDevice"] = ref(pcie_device_uri(device.switch, device.id))
-    resource["Links"] = links
+    return links
 
 
 def sled_documents(sled: Sled) -> list[dict[str, Any]]:
