@@ -127,7 +127,8 @@ def create_app(
         sessions_service.load()
         sessions_service.start()
         # events follow the change feed from here on
-        events = EventHub(store, heartbeat_unit_s=settings.heartbeat_unit_s)
+        events = EventHub(store, heartbeat_unit_s=settings.heartbeat_unit_s,
+                          sends_per_s=settings.event_sends_per_s)
         await events.start()
         app[services.EVENTS] = events
         log.info("service ready", extra={"documents": len(store), "seq": store.seq})

@@ -62,6 +62,10 @@ class Settings(BaseModel):
     # Seconds in one "minute" of an event subscription's HeartbeatIntervalMinutes. A test
     # and diagnostic knob: leave it at 60 in service (tests make heartbeats come quickly).
     heartbeat_unit_s: float = Field(60.0, gt=0, le=3600)
+    # Event delivery's send budget: SSE writes plus push POSTs a second, over all
+    # receivers. With many receivers each one is sent to less often (with more in each
+    # send), so that delivery never takes the service's capacity to answer requests.
+    event_sends_per_s: float = Field(2400.0, ge=10, le=1_000_000)
 
     @property
     def scheme(self) -> str:

@@ -2,10 +2,19 @@
 push subscriptions (one queue and one worker per destination) and to open SSE streams.
 
 Nothing here ever waits inside the store's commit: the change callback only builds
-records and puts them in bounded queues. A destination that is slow or down fills its own
-queue (records beyond its bound are dropped and announced with ``EventBufferExceeded``),
-an SSE client that falls behind is disconnected and resumes from the change log with
-``Last-Event-ID``; neither delays a client request, the store or another receiver.
+records and puts them in bounded queues. One timer, the hub's tick, paces every receiver:
+a published record asks for a tick, and a tick wakes each receiver holding records once,
+so under a burst every SSE write or push POST carries all that arrived since the last one,
+at no cost of a timer or a wake-up per receiver and record. The first tick after a quiet
+spell fires at once; the next one waits ``flush_interval_s``, or longer when the sends it
+started would exceed ``sends_per_s``: the fan-out's cost to the service is bounded by a
+send budget, and a crowd of receivers costs each of them latency, not the service its
+capacity to answer requests.
+
+A destination that is slow or down fills its own queue (records beyond its bound are
+dropped and announced with ``EventBufferExceeded``), an SSE client that falls behind is
+disconnected and resumes from the change log with ``Last-Event-ID``; neither delays a
+client request, the store or another receiver.
 """
 
 from __future__ import annotations
@@ -14,17 +23,18 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ..protocol.messages import message
 from ..store import Change, Store
 from . import resources as res
+from .delivery import Client, Unusable, tls_context
 from .messages import HEARTBEAT_EVENT
 from .records import (
     Origin,
@@ -49,12 +59,15 @@ class PushDestination:
     def __init__(self, hub: EventHub, uri: str) -> None:
         self.hub = hub
         self.uri = uri
-        self.queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=hub.queue_size)
+        self.items: deque[Record] = deque()  # at most hub.queue_size
+        self.wake = asyncio.Event()  # set by the hub's tick (or a heartbeat)
         self.dropped = 0
         self.stopped = False
         self.task: asyncio.Task | None = None
         self.beat_task: asyncio.Task | None = None
         self.heartbeat_minutes: int | None = None  # None: no heartbeats
+        self.client: Client | None = None  # made for the settings in client_key
+        self.client_key: tuple[Any, ...] = ()
         self.configure()
 
     def configure(self) -> None:
@@ -87,6 +100,8 @@ class PushDestination:
 
     def stop(self) -> None:
         self.stopped = True
+        if self.client is not None:
+            self.client.close()
         for task in (self.task, self.beat_task):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
@@ -108,50 +123,56 @@ class PushDestination:
             await asyncio.sleep(minutes * self.hub.heartbeat_unit_s)
             if not self.enabled or self.stopped or not self.hub.enabled():
                 continue
-            try:
-                self.queue.put_nowait(self.hub.heartbeat_record(self.uri))
-            except asyncio.QueueFull:
-                self.dropped += 1
+            self._put(self.hub.heartbeat_record(self.uri))
+            self.wake.set()  # not paced: nothing else is being sent
 
     def _clear(self) -> None:
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        self.items.clear()
         self.dropped = 0
 
-    def offer(self, record: Record) -> None:
-        if not self.enabled or self.stopped or not self.selection.matches(record[0]):
-            return
-        try:
-            self.queue.put_nowait(record)
-        except asyncio.QueueFull:
+    def _put(self, record: Record) -> None:
+        if len(self.items) < self.hub.queue_size:
+            self.items.append(record)
+        else:
             self.dropped += 1
 
+    def offer(self, record: Record) -> None:
+        if self.enabled and not self.stopped and self.selection.matches(record[0]):
+            self._put(record)
+
     async def _run(self) -> None:
-        pace = Pace(self.hub.flush_interval_s)
         while not self.stopped:
-            first = await self.queue.get()
-            await pace.wait()
-            batch = [first]
-            while len(batch) < self.hub.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            records = [r for _, r in batch]
-            if self.dropped:
-                lost = message("EventBufferExceeded")
-                records.insert(0, {"EventType": "Other", "MemberId": "0",
-                                   "EventTimestamp": iso_time(time.time()),
-                                   **{k: lost[k] for k in ("MessageId", "Message",
-                                                           "MessageArgs", "MessageSeverity")}})
-                self.dropped = 0
-            last_origin, last_record = batch[-1]
-            event_id = str(last_origin.seq or last_record.get("EventId")
-                           or self.hub.next_test_id())
-            body = orjson.dumps(event_body(records, event_id, self.context))
-            try:
-                await self._deliver(body)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # never let one bad delivery end the worker
-                log.exception("event delivery failed", extra={"subscription": self.uri})
+            await self.wake.wait()
+            self.wake.clear()
+            # What is queued now; what comes in meanwhile waits for the next tick.
+            waiting = len(self.items)
+            while waiting > 0 and self.items and not self.stopped:
+                n = min(self.hub.max_batch, waiting, len(self.items))
+                waiting -= n
+                await self._send_batch(n)
+
+    async def _send_batch(self, n: int) -> None:
+        """One Event of the first ``n`` queued records, delivered as the retry policy
+        says."""
+        batch = [self.items.popleft() for _ in range(n)]
+        records = [r for _, r in batch]
+        if self.dropped:
+            lost = message("EventBufferExceeded")
+            records.insert(0, {"EventType": "Other", "MemberId": "0",
+                               "EventTimestamp": iso_time(time.time()),
+                               **{k: lost[k] for k in ("MessageId", "Message",
+                                                       "MessageArgs", "MessageSeverity")}})
+            self.dropped = 0
+        last_origin, last_record = batch[-1]
+        event_id = str(last_origin.seq or last_record.get("EventId")
+                       or self.hub.next_test_id())
+        body = orjson.dumps(event_body(records, event_id, self.context))
+        try:
+            await self._deliver(body)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let one bad delivery end the worker
+            log.exception("event delivery failed", extra={"subscription": self.uri})
 
     async def _deliver(self, body: bytes) -> None:
         attempt = 0
@@ -170,64 +191,57 @@ class PushDestination:
             return
 
     async def _post(self, body: bytes) -> bool:
-        headers = {**self.headers, "Content-Type": "application/json"}
         try:
-            async with self.hub.http().post(
-                self.destination, data=body, headers=headers,
-                ssl=None if self.verify else False,
-                timeout=aiohttp.ClientTimeout(total=self.hub.post_timeout_s),
-                allow_redirects=False,
-            ) as resp:
-                await resp.read()
-                if 200 <= resp.status < 300:
-                    return True
-                reason = f"HTTP {resp.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+            status = await self._client().post(body)
+            if 200 <= status < 300:
+                return True
+            reason = f"HTTP {status}"
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                Unusable, ValueError) as e:
             reason = type(e).__name__
         # The destination, never the headers (they may hold credentials).
         log.info("event delivery to %s failed (%s)", self.destination, reason,
                  extra={"subscription": self.uri})
         return False
 
-
-class Pace:
-    """Sends to one receiver at most once per ``interval_s``: under a burst each send
-    carries everything that arrived meanwhile (at the default 25 ms, at most forty writes
-    or POSTs a second, instead of one per commit), while a send after a quiet spell goes
-    at once."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._last = -interval_s
-
-    async def wait(self) -> None:
-        loop = asyncio.get_running_loop()
-        delay = self._last + self.interval_s - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        self._last = loop.time()
+    def _client(self) -> Client:
+        """The delivery client for the subscription's current settings (made again, by
+        the worker between two POSTs, after they changed)."""
+        key = (self.destination, tuple(self.headers.items()), self.verify)
+        if self.client is None or key != self.client_key:
+            if self.client is not None:
+                self.client.close()
+            self.client = Client(self.destination, self.headers,
+                                 tls=self.hub.tls(self.verify),
+                                 timeout_s=self.hub.post_timeout_s)
+            self.client_key = key
+        return self.client
 
 
 class Listener:
-    """An open SSE stream: records that pass its filter, buffered up to a bound."""
+    """An open SSE stream: records that pass its filter (None: no filter), buffered up to
+    a bound; woken by the hub's tick, or to write a keep-alive comment (``ping``)."""
 
-    def __init__(self, predicate: Callable[[Origin], bool], limit: int) -> None:
+    def __init__(self, predicate: Callable[[Origin], bool] | None, limit: int) -> None:
         self.predicate = predicate
         self.limit = limit
         self.items: deque[Record] = deque()
         self.wake = asyncio.Event()
         self.overflowed = False
         self.closed = False
+        self.ping = False  # a keep-alive is due
+        self.quiet = False  # nothing written since the last keep-alive round
         self.uri: str | None = None  # its EventDestination, while open
 
     def offer(self, record: Record) -> None:
-        if self.closed or self.overflowed or not self.predicate(record[0]):
+        if self.closed or self.overflowed or (
+                self.predicate is not None and not self.predicate(record[0])):
             return
         if len(self.items) >= self.limit:
             self.overflowed = True  # the stream ends; the client resumes with Last-Event-ID
+            self.wake.set()
         else:
             self.items.append(record)
-        self.wake.set()
 
     def close(self) -> None:
         self.closed = True
@@ -240,16 +254,18 @@ class EventHub:
     def __init__(self, store: Store, *, queue_size: int = 1000, sse_buffer: int = 5000,
                  max_batch: int = 100, post_timeout_s: float = 5.0,
                  keepalive_s: float = 15.0, max_subscriptions: int = 100,
-                 heartbeat_unit_s: float = 60.0, flush_interval_s: float = 0.025) -> None:
+                 heartbeat_unit_s: float = 60.0, flush_interval_s: float = 0.025,
+                 sends_per_s: float = 2400.0) -> None:
         self.store = store
         self.queue_size = queue_size
         self.sse_buffer = sse_buffer
         self.max_batch = max_batch
         self.post_timeout_s = post_timeout_s
         self.keepalive_s = keepalive_s
-        # Sends to one receiver (an SSE write, a push POST) start at least this far apart;
-        # what arrives meanwhile goes in the next. An idle receiver is sent to at once.
+        # Ticks (see the module's docstring) are at least this far apart, and far enough
+        # apart that the SSE writes and push POSTs each one starts fit in sends_per_s.
         self.flush_interval_s = flush_interval_s
+        self.sends_per_s = sends_per_s
         self.max_subscriptions = max_subscriptions
         # Seconds per unit of DeliveryRetryIntervalSeconds (tests shorten it).
         self.retry_unit_s = 1.0
@@ -257,9 +273,13 @@ class EventHub:
         self.heartbeat_unit_s = heartbeat_unit_s
         self.destinations: dict[str, PushDestination] = {}
         self.listeners: set[Listener] = set()
+        self._tick_at: asyncio.TimerHandle | None = None  # the next tick, if asked for
+        self._last_tick = -float("inf")
+        self._woken = 0  # receivers the last tick woke
+        self._keepalive: asyncio.Task | None = None
         # Serialized records by sequence number, shared by the SSE streams (sse.py).
         self.frame_cache: dict[int, bytes] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._tls: dict[bool, ssl.SSLContext] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._test_ids = 0
         self._pending: set[asyncio.Task] = set()
@@ -283,6 +303,9 @@ class EventHub:
             self._add(uri)
 
     async def stop(self) -> None:
+        if self._tick_at is not None:
+            self._tick_at.cancel()
+            self._tick_at = None
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -293,22 +316,22 @@ class EventHub:
                    if t is not None]
         for d in self.destinations.values():
             d.stop()
+        if self._keepalive is not None:
+            workers.append(self._keepalive)
+            self._keepalive = None
         for task in [*workers, *self._pending]:
             task.cancel()
         for task in [*workers, *self._pending]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.destinations.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
-    def http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            # No pool limit: each destination has at most one request in flight.
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-            self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
+    def tls(self, verify: bool) -> ssl.SSLContext:
+        """The TLS context of push deliveries that verify certificates, or that do not
+        (made once: loading the trust store takes milliseconds)."""
+        if verify not in self._tls:
+            self._tls[verify] = tls_context(verify)
+        return self._tls[verify]
 
     # -- settings -----------------------------------------------------------------------
     def service(self) -> dict[str, Any]:
@@ -387,24 +410,67 @@ class EventHub:
                 self.publish(record)
 
     def publish(self, record: Record) -> None:
-        for dest in list(self.destinations.values()):
+        for dest in self.destinations.values():
             dest.offer(record)
-        for listener in list(self.listeners):
+        for listener in self.listeners:
             listener.offer(record)
+        self._ask_tick()
 
     def inject(self, origin: Origin, record: dict[str, Any],
                only: PushDestination | None = None) -> None:
         """A record not from the change log (SubmitTestEvent, TestEventSubscription)."""
         if only is not None:
             only.offer((origin, record))
+            self._ask_tick()
         else:
             self.publish((origin, record))
 
+    def _ask_tick(self) -> None:
+        if self._tick_at is None and (self.destinations or self.listeners):
+            loop = asyncio.get_running_loop()
+            interval = max(self.flush_interval_s, self._woken / self.sends_per_s)
+            self._tick_at = loop.call_at(max(loop.time(), self._last_tick + interval),
+                                         self._tick)
+
+    def _tick(self) -> None:
+        """Wake every receiver holding records (see the module's docstring)."""
+        self._tick_at = None
+        self._last_tick = asyncio.get_running_loop().time()
+        woken = 0
+        for dest in self.destinations.values():
+            if dest.items:
+                dest.wake.set()
+                woken += 1
+        for listener in self.listeners:
+            if listener.items:
+                listener.wake.set()
+                woken += 1
+        self._woken = woken
+
     # -- SSE ----------------------------------------------------------------------------
-    def listen(self, predicate: Callable[[Origin], bool]) -> Listener:
+    def listen(self, predicate: Callable[[Origin], bool] | None) -> Listener:
         listener = Listener(predicate, self.sse_buffer)
         self.listeners.add(listener)
+        if self._keepalive is None:
+            self._keepalive = asyncio.get_running_loop().create_task(
+                self._keep_alive(), name="SSE keep-alive")
         return listener
+
+    async def _keep_alive(self) -> None:
+        """Every ``keepalive_s`` while streams are open, each one that wrote nothing since
+        the last round is woken to write a keep-alive comment (one task for all streams:
+        no timer per stream and wait)."""
+        try:
+            while self.listeners:
+                await asyncio.sleep(self.keepalive_s)
+                for listener in self.listeners:
+                    if listener.quiet:
+                        listener.ping = True
+                        listener.wake.set()
+                    listener.quiet = True
+        finally:
+            if self._keepalive is asyncio.current_task():
+                self._keepalive = None
 
     def close_streams(self) -> None:
         for listener in list(self.listeners):

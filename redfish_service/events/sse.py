@@ -9,7 +9,6 @@ older than the retained log, the stream starts with a ``Base.EventBufferExceeded
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from typing import Any
@@ -23,7 +22,7 @@ from ..protocol.dispatch import authorize, context
 from ..protocol.errors import RedfishError
 from ..protocol.messages import message
 from ..protocol.middleware import COMMON_HEADERS
-from .hub import EventHub, Listener, Pace
+from .hub import EventHub, Listener
 from .records import EVENT_TYPE, Origin, Record, from_change, iso_time
 from .resources import EVENT_SERVICE, SSE_URI, owner_of
 
@@ -39,7 +38,7 @@ def _predicate(request: web.Request):
         raise RedfishError.of(400, "QueryParameterUnsupported", unsupported[0])
     text = request.query.get("$filter")
     if text is None:
-        return lambda origin: True
+        return None  # every record
     try:
         test = odata_filter.parse(text)
     except odata_filter.FilterSyntaxError:
@@ -68,24 +67,32 @@ def _frame(event_id: str, body: dict[str, Any]) -> bytes:
     return b"id: " + event_id.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
-def _record_frame(record: Record, context_value: str, cache: dict[int, bytes] | None = None
-                  ) -> bytes:
-    """The SSE event of one record: ``event_body([record], id, context)``, assembled from
-    the record's JSON, which ``cache`` (the hub's, by sequence number) shares among the
-    streams (each has its own Context)."""
+def _frame_head(record: Record, cache: dict[int, bytes] | None = None) -> bytes:
+    """The SSE event of one record, ``event_body([record], id, context)``, up to its
+    Context (the one part each stream has its own of): computed once per record and
+    shared by the streams through ``cache`` (the hub's, by sequence number)."""
     origin, rec = record
-    event_id = str(origin.seq) if origin.seq else rec.get("EventId", "0")
-    data = cache.get(origin.seq) if cache is not None and origin.seq else None
-    if data is None:
-        data = orjson.dumps({**rec, "MemberId": "0"})
+    head = cache.get(origin.seq) if cache is not None and origin.seq else None
+    if head is None:
+        event_id = str(origin.seq) if origin.seq else rec.get("EventId", "0")
+        head = (b"id: " + event_id.encode() + b'\ndata: {"@odata.type":"'
+                + EVENT_TYPE.encode() + b'","Id":' + orjson.dumps(event_id)
+                + b',"Name":"Event","Events":[' + orjson.dumps({**rec, "MemberId": "0"})
+                + b'],"Events@odata.count":1,"Context":')
         if cache is not None and origin.seq:
-            cache[origin.seq] = data
+            cache[origin.seq] = head
             if len(cache) > FRAME_CACHE:
                 del cache[next(iter(cache))]
-    eid = orjson.dumps(event_id)
-    return (b"id: " + event_id.encode() + b'\ndata: {"@odata.type":"' + EVENT_TYPE.encode()
-            + b'","Id":' + eid + b',"Name":"Event","Events":[' + data
-            + b'],"Events@odata.count":1,"Context":' + orjson.dumps(context_value) + b"}\n\n")
+    return head
+
+
+def _frame_tail(context_value: str) -> bytes:
+    return orjson.dumps(context_value) + b"}\n\n"
+
+
+def _record_frame(record: Record, context_value: str, cache: dict[int, bytes] | None = None
+                  ) -> bytes:
+    return _frame_head(record, cache) + _frame_tail(context_value)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -114,7 +121,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         else:
             for change in changes:
                 record = from_change(change)
-                if record is not None and predicate(record[0]):
+                if record is not None and (predicate is None or predicate(record[0])):
                     backlog.append(record)
     try:
         dest_uri = await hub.open_sse_destination(listener, owner_of(ctx))
@@ -139,31 +146,31 @@ async def handle(request: web.Request) -> web.StreamResponse:
         for record in backlog:
             await response.write(_record_frame(record, context_value))
             sent = max(sent, record[0].seq)
-        pace = Pace(hub.flush_interval_s)
+        tail = _frame_tail(context_value)
         while not listener.closed:
             if not listener.items:
                 if listener.overflowed:
                     break
-                listener.wake.clear()
-                try:  # asyncio.timeout: no task per wait (wait_for makes one)
-                    async with asyncio.timeout(hub.keepalive_s):
-                        await listener.wake.wait()
-                except TimeoutError:
+                if listener.ping:
+                    listener.ping = False
                     await response.write(b": keep-alive\n\n")
+                    continue
+                await listener.wake.wait()  # the hub's tick, or a keep-alive round
+                listener.wake.clear()
                 continue
-            # Everything queued goes out in one write (a burst costs one syscall).
-            await pace.wait()
-            frames = []
+            # Everything queued since the last tick goes out in one write.
+            heads = []
             while listener.items:
                 record = listener.items.popleft()
                 seq = record[0].seq
                 if seq and seq <= sent:
                     continue  # already sent from the backlog
-                frames.append(_record_frame(record, context_value, hub.frame_cache))
+                heads.append(_frame_head(record, hub.frame_cache))
                 if seq:
                     sent = seq
-            if frames:
-                await response.write(b"".join(frames))
+            if heads:
+                listener.quiet = False
+                await response.write(tail.join(heads) + tail)
         return response
     except ConnectionResetError:  # the client went away
         return response
