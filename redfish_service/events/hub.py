@@ -433,17 +433,15 @@ class EventHub:
                                          self._tick)
 
     def _tick(self) -> None:
-        """Wake every receiver holding records (see the module's docstring)."""
+        """Wake every receiver holding records (see the module's docstring). One still
+        busy with its last send (a slow client, a destination between retries) is
+        already awake and starts no new send: it does not count against the budget."""
         self._tick_at = None
         self._last_tick = asyncio.get_running_loop().time()
         woken = 0
-        for dest in self.destinations.values():
-            if dest.items:
-                dest.wake.set()
-                woken += 1
-        for listener in self.listeners:
-            if listener.items:
-                listener.wake.set()
+        for receiver in (*self.destinations.values(), *self.listeners):
+            if receiver.items and not receiver.wake.is_set():
+                receiver.wake.set()
                 woken += 1
         self._woken = woken
 
