@@ -25,6 +25,15 @@ def hub(client):
     return client.server.app[services.EVENTS]
 
 
+async def submit_test_event(rf, event_id: str | None = None) -> None:
+    """``SubmitTestEvent`` with ``ResourceEvent.TestMessage`` (and ``event_id``)."""
+    body = {"MessageId": "ResourceEvent.1.4.TestMessage"}
+    if event_id is not None:
+        body["EventId"] = event_id
+    resp = await rf.post(TEST_EVENT, headers=ADMIN, json=body)
+    assert resp.status == 204, await resp.text()
+
+
 @pytest.fixture
 async def receivers():
     made: list[Receiver] = []
@@ -153,10 +162,7 @@ async def test_receiver_down_then_up_gets_its_events_others_unaffected(rf, recei
     late_uri = await subscribe(rf, ADMIN, late.url, Context="late")
     await subscribe(rf, ADMIN, healthy.url, Context="healthy")
     for n in range(3):
-        resp = await rf.post(TEST_EVENT, headers=ADMIN,
-                             json={"MessageId": "ResourceEvent.1.4.TestMessage",
-                                   "EventId": f"t{n}"})
-        assert resp.status == 204, await resp.text()
+        await submit_test_event(rf, f"t{n}")
     started = time.monotonic()
     await healthy.wait_for(lambda r: len(r.records) == 3, within=1)
     assert time.monotonic() - started < 0.5  # not held up by the dead receiver
@@ -177,9 +183,7 @@ async def test_receiver_down_for_good_policies(rf, receivers):
                                 DeliveryRetryPolicy="TerminateAfterRetries")
     forever = await subscribe(rf, ADMIN, dead3.url, DeliveryRetryPolicy="RetryForever")
     await subscribe(rf, ADMIN, healthy.url)
-    resp = await rf.post(TEST_EVENT, headers=ADMIN,
-                         json={"MessageId": "ResourceEvent.1.4.TestMessage"})
-    assert resp.status == 204
+    await submit_test_event(rf)
     await healthy.wait_for(lambda r: len(r.records) == 1, within=1)
     await wait_state(rf, suspend, "Disabled")
     await wait_state(rf, terminate, None)  # deleted
@@ -188,13 +192,11 @@ async def test_receiver_down_for_good_policies(rf, receivers):
     await wait_state(rf, forever, "Enabled")  # still retrying
     # a suspended subscription gets nothing until resumed; then it gets new events
     await dead1.start()
-    await rf.post(TEST_EVENT, headers=ADMIN, json={"MessageId": "ResourceEvent.1.4.TestMessage",
-                                                    "EventId": "while-suspended"})
+    await submit_test_event(rf, "while-suspended")
     resp = await rf.post(f"{suspend}/Actions/EventDestination.ResumeSubscription",
                          headers=ADMIN, json={})
     assert resp.status == 204
-    await rf.post(TEST_EVENT, headers=ADMIN, json={"MessageId": "ResourceEvent.1.4.TestMessage",
-                                                    "EventId": "after-resume"})
+    await submit_test_event(rf, "after-resume")
     await dead1.wait_for(lambda r: "after-resume" in r.event_ids())
     assert "while-suspended" not in dead1.event_ids()
     # the receiver retried forever gets its event once it is up
@@ -486,10 +488,7 @@ async def test_a_burst_to_a_receiver_is_paced_into_few_posts(rf, receivers):
     await subscribe(rf, ADMIN, receiver.url, Context="paced")
     started = time.monotonic()
     for n in range(8):
-        resp = await rf.post(TEST_EVENT, headers=ADMIN,
-                             json={"MessageId": "ResourceEvent.1.4.TestMessage",
-                                   "EventId": f"b{n}"})
-        assert resp.status == 204, await resp.text()
+        await submit_test_event(rf, f"b{n}")
         if n == 0:
             await receiver.wait_for(lambda r: len(r.records) == 1, within=1)
             assert time.monotonic() - started < 0.4  # idle before: sent at once
@@ -508,10 +507,7 @@ async def test_the_send_budget_spaces_ticks_by_the_receivers_they_wake(rf, recei
     await subscribe(rf, ADMIN, second.url, Context="two")
     started = time.monotonic()
     for n in range(12):
-        resp = await rf.post(TEST_EVENT, headers=ADMIN,
-                             json={"MessageId": "ResourceEvent.1.4.TestMessage",
-                                   "EventId": f"s{n}"})
-        assert resp.status == 204, await resp.text()
+        await submit_test_event(rf, f"s{n}")
         await asyncio.sleep(0.04)
     elapsed = time.monotonic() - started  # about 0.5 s: 12 ticks at 25 ms pacing
     for receiver in (first, second):
