@@ -86,6 +86,33 @@ async def test_reconnect_with_last_event_id_loses_and_repeats_nothing(rf):
     stream.close()
 
 
+async def test_a_long_absence_is_replayed_whole_then_live(rf):
+    """1,200 changes while disconnected (replayed in several writes), then live ones:
+    every change once, in order."""
+    store = rf.server.app[services.STORE]
+    query = f"?$filter=OriginResource eq '{CHASSIS}/host1'"
+    stream = await open_stream(rf, query)
+    log = ChangeLog(store)
+
+    async def tag(i: int) -> None:
+        async with store.transaction("absence") as tx:
+            tx.update(f"{CHASSIS}/host1", {"AssetTag": f"away-{i}"})
+
+    await tag(0)
+    first = await read_until(stream, log.ids()[-1])
+    stream.close()
+    for i in range(1, 1201):
+        await tag(i)
+    stream = await open_stream(rf, query, **{"Last-Event-ID": first[-1][0]})
+    await tag(1201)
+    log.close()
+    expected = log.ids()
+    assert len(expected) == 1202
+    resumed = await read_until(stream, expected[-1], within=20)
+    assert [i for i, _ in first + resumed] == expected
+    stream.close()
+
+
 async def test_last_event_id_older_than_the_log_is_announced(rf):
     store = rf.server.app[services.STORE]
     store._recent = deque(list(store._recent)[-3:], maxlen=3)  # a short retention window

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -27,6 +26,7 @@ from .records import EVENT_TYPE, Origin, Record, from_change, iso_time
 from .resources import EVENT_SERVICE, SSE_URI, owner_of
 
 FRAME_CACHE = 2048  # records whose JSON the streams share (a burst's worth)
+BACKLOG_WRITE = 500  # replayed records per write
 
 FILTER_NAMES = ("EventFormatType", "EventType", "MessageId", "OriginResource",
                 "RegistryPrefix", "ResourceType", "MessageSeverity")
@@ -61,10 +61,6 @@ def _last_event_id(request: web.Request) -> int | None:
     if not head.isdigit():
         raise RedfishError.of(400, "HeaderInvalid", "Last-Event-ID")
     return int(head)
-
-
-def _frame(event_id: str, body: dict[str, Any]) -> bytes:
-    return b"id: " + event_id.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
 def _frame_head(record: Record, cache: dict[int, bytes] | None = None) -> bytes:
@@ -143,10 +139,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
             origin = Origin(0, "Base", "EventBufferExceeded", "Warning", "", "")
             await response.write(_record_frame((origin, record), context_value))
         await response.write(b": connected\n\n")
-        for record in backlog:
-            await response.write(_record_frame(record, context_value))
-            sent = max(sent, record[0].seq)
         tail = _frame_tail(context_value)
+        for start in range(0, len(backlog), BACKLOG_WRITE):
+            part = backlog[start:start + BACKLOG_WRITE]
+            await response.write(tail.join(_frame_head(r) for r in part) + tail)
+            sent = max(sent, *(r[0].seq for r in part))
         while not listener.closed:
             if not listener.items:
                 if listener.overflowed:
