@@ -92,8 +92,9 @@ class Change:
     # loses ``before`` and ``after``. JSON values only.
     note: tuple[Any, ...] | None = None
     # The committed document after the change (None for a delete) and before it (None for
-    # a create): shared references, never copies; in memory only (a change log reloaded
-    # after a restart has neither), so readers must treat them as optional.
+    # a create): shared references, never copies, for the subscribers called at commit
+    # only (neither the retained window nor a change log reloaded after a restart has
+    # them), so readers must treat them as optional.
     after: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     before: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -365,7 +366,9 @@ class Store:
                 self._entries.pop(change.uri, None)
             else:
                 self._entries[change.uri] = Entry(sd.doc, sd.revision, sd.private)
-        self._recent.extend(changes)
+        # Retained without the documents: what they tell is in ``note`` by now, and the
+        # window would otherwise keep thousands of superseded documents alive.
+        self._recent.extend(dataclasses.replace(c, after=None, before=None) for c in changes)
         for subscriber in list(self._subscribers):
             subscriber(changes)
         return changes
