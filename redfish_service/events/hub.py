@@ -78,6 +78,8 @@ class PushDestination:
         self.destination: str = doc.get("Destination", "")
         self.context: str | None = doc.get("Context")
         self.selection = Selection.of(doc)
+        # None: the subscription selects everything (no filter to run per record)
+        self.matches = None if self.selection == Selection() else self.selection.matches
         self.policy: str = doc.get("DeliveryRetryPolicy") or "SuspendRetries"
         self.verify: bool = doc.get("VerifyCertificate") is not False
         self.headers: dict[str, str] = {}
@@ -137,7 +139,8 @@ class PushDestination:
             self.dropped += 1
 
     def offer(self, record: Record) -> None:
-        if self.enabled and not self.stopped and self.selection.matches(record[0]):
+        if self.enabled and not self.stopped and (
+                self.matches is None or self.matches(record[0])):
             self._put(record)
 
     async def _run(self) -> None:

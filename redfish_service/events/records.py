@@ -7,6 +7,7 @@ have got live. Each record travels with an :class:`Origin` (what the filters loo
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -124,6 +125,7 @@ def entity_of_type(odata_type: str | None) -> str:
         odata_type.lstrip("#")
 
 
+@functools.lru_cache(maxsize=64)  # the changes of one commit share their time
 def iso_time(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
