@@ -16,6 +16,7 @@ from redfish_service.drivers.contract import LinkDown
 from redfish_service.drivers.simulated import SimulatedDriver
 from redfish_service.store import MemoryBackend
 
+from .support.events import Receiver
 from .support.service import ADMIN_PASSWORD, ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,3 +119,16 @@ async def rf(aiohttp_client, settings, driver):
     assert not broken, "invariants broken after the scenario:\n" + "\n".join(broken)
 
 
+@pytest.fixture
+async def receivers():
+    """Makes loopback event receivers (``Receiver``), stopped after the test."""
+    made: list[Receiver] = []
+
+    async def make(started: bool = True, tls_dir=None) -> Receiver:
+        r = Receiver(tls_dir)
+        made.append(r)
+        return await r.start() if started else r
+
+    yield make
+    for r in made:
+        await r.stop()

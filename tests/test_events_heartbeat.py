@@ -29,20 +29,6 @@ def settings(settings):
     return settings.model_copy(update={"heartbeat_unit_s": UNIT})
 
 
-@pytest.fixture
-async def receivers():
-    made: list[Receiver] = []
-
-    async def make(started: bool = True) -> Receiver:
-        r = Receiver()
-        made.append(r)
-        return await r.start() if started else r
-
-    yield make
-    for r in made:
-        await r.stop()
-
-
 def beats(receiver: Receiver) -> list[dict]:
     return [r for r in receiver.records if r["MessageId"] == HEARTBEAT]
 
