@@ -406,8 +406,8 @@ class EventHub:
         for change in changes:
             if change.uri.startswith(res.SUBSCRIPTIONS + "/"):
                 self._sync(change)
-            if not enabled:
-                continue
+            if not enabled or not (self.destinations or self.listeners):
+                continue  # nobody to tell (a replay rebuilds records from the log)
             record = from_change(change)
             if record is not None:
                 self.publish(record)
