@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from redfish_service.events.delivery import MAX_BODY, Client, Unusable, tls_context
-from redfish_service.security.tls import ensure_self_signed, server_context
+from redfish_service.events.delivery import MAX_BODY, Client, Unusable
+from redfish_service.security.tls import client_context, ensure_self_signed, server_context
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -102,7 +102,7 @@ async def scripted():
                    path="/events", headers=None, verify=False, timeout_s=5.0, idle_s=10.0):
         server = await Scripted(list(replies), tls, host).start()
         servers.append(server)
-        client = Client(server.url(path), headers or {}, tls=tls_context(verify),
+        client = Client(server.url(path), headers or {}, tls=client_context(verify),
                         timeout_s=timeout_s, idle_s=idle_s)
         clients.append(client)
         return server, client

@@ -74,20 +74,11 @@ class Client:
                 if self._conn is not None and (loop.time() - self._last_used > self.idle_s
                                                or self._conn[0].at_eof()):
                     self.close()
-                for _ in range(2):
-                    reused = self._conn is not None
-                    if self._conn is None:
-                        self._conn = await asyncio.open_connection(
-                            self.host, self.port, ssl=self.tls,
-                            server_hostname=self.host if self.tls else None, limit=MAX_HEAD)
-                    try:
-                        status, keep = await self._exchange(*self._conn, request, reused)
-                    except _Stale:
-                        self.close()
-                        continue
-                    break
-                else:  # a new connection is never stale; kept for the type checker
-                    raise Unusable("connection closed before a response")
+                try:
+                    status, keep = await self._exchange(request)
+                except _Stale:  # closed by the receiver while idle: once more, anew
+                    self.close()
+                    status, keep = await self._exchange(request)
         except BaseException:
             self.close()
             raise
@@ -102,10 +93,15 @@ class Client:
             self._conn[1].close()
             self._conn = None
 
-    @staticmethod
-    async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        request: bytes, reused: bool) -> tuple[int, bool]:
-        """Send ``request`` and read its response: (status, connection reusable)."""
+    async def _exchange(self, request: bytes) -> tuple[int, bool]:
+        """Send ``request`` (on a new connection if there is none) and read its response:
+        (status, connection reusable)."""
+        reused = self._conn is not None
+        if self._conn is None:
+            self._conn = await asyncio.open_connection(
+                self.host, self.port, ssl=self.tls,
+                server_hostname=self.host if self.tls else None, limit=MAX_HEAD)
+        reader, writer = self._conn
         writer.write(request)
         try:
             await writer.drain()
@@ -166,14 +162,3 @@ def _parse_head(head: bytes) -> tuple[int, bytes, dict[bytes, bytes]]:
         value = value.strip().lower()
         fields[key] = fields[key] + b"," + value if key in fields else value
     return int(rest[:3]), version, fields
-
-
-def tls_context(verify: bool) -> ssl.SSLContext:
-    """The client TLS context: the system's trust store and host names checked, or (a
-    subscription with ``VerifyCertificate: false``) no check at all."""
-    if verify:
-        return ssl.create_default_context()
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context

@@ -32,9 +32,10 @@ from typing import Any
 import orjson
 
 from ..protocol.messages import message
+from ..security.tls import client_context
 from ..store import Change, Store
 from . import resources as res
-from .delivery import Client, Unusable, tls_context
+from .delivery import Client, Unusable
 from .messages import HEARTBEAT_EVENT
 from .records import (
     Origin,
@@ -333,7 +334,7 @@ class EventHub:
         """The TLS context of push deliveries that verify certificates, or that do not
         (made once: loading the trust store takes milliseconds)."""
         if verify not in self._tls:
-            self._tls[verify] = tls_context(verify)
+            self._tls[verify] = client_context(verify)
         return self._tls[verify]
 
     # -- settings -----------------------------------------------------------------------

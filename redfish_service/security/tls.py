@@ -73,3 +73,14 @@ def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert_path, key_path)
     return ctx
+
+
+def client_context(verify: bool = True) -> ssl.SSLContext:
+    """A client's TLS context: the system's trust store and host names checked, or
+    (``verify`` false, as an event subscription may ask) no check at all."""
+    if verify:
+        return ssl.create_default_context()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
