@@ -98,6 +98,11 @@ class Change:
     after: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     before: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
+    def without_documents(self) -> Change:
+        """The change as the retained window and the log on disk keep it."""
+        return Change(self.seq, self.uri, self.op, self.actor, self.time, self.odata_type,
+                      self.properties, self.note)
+
 
 Subscriber = Callable[[list[Change]], None]
 
@@ -368,7 +373,7 @@ class Store:
                 self._entries[change.uri] = Entry(sd.doc, sd.revision, sd.private)
         # Retained without the documents: what they tell is in ``note`` by now, and the
         # window would otherwise keep thousands of superseded documents alive.
-        self._recent.extend(dataclasses.replace(c, after=None, before=None) for c in changes)
+        self._recent.extend(c.without_documents() for c in changes)
         for subscriber in list(self._subscribers):
             subscriber(changes)
         return changes
