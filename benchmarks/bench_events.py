@@ -18,7 +18,10 @@ p50/p99/max, and the root GET throughput during the burst with listeners over wi
 Targets (issue 5): p99 < 100 ms; GET throughput with listeners >= 0.8x without.
 
     python benchmarks/bench_events.py [--changes 1000] [--rounds 5] [--sse 100]
-        [--push 20] [--rate 0] [--out FILE]
+        [--push 20] [--rate 0] [--no-pin] [--out FILE]
+
+The service runs on a CPU of its own and the load client and the listeners on the others
+(``--no-pin``: all share every CPU), so the ratio measures the service, not the scheduler.
 """
 
 from __future__ import annotations
